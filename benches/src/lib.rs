@@ -1,0 +1,1 @@
+//! Veil's benchmark harness (filled by the foundation and device issues).

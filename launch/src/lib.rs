@@ -1,0 +1,1 @@
+//! Platform backends (plain, SEV-SNP, TDX), host capability probing and attestation verification.

@@ -1,0 +1,24 @@
+//! Helpers for Veil's integration tests: locate the built binaries and run them as processes.
+
+use std::path::PathBuf;
+
+/// The directory holding the workspace's built binaries (`target/<profile>`).
+///
+/// Test executables live in `target/<profile>/deps`; the binaries one level up. Build them first
+/// with `cargo build --workspace --bins` (the README's test command does).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("a test knows its own executable path");
+    let deps = exe.parent().expect("test executables live in target/<profile>/deps");
+    deps.parent().expect("deps has a parent").to_path_buf()
+}
+
+/// Path of a workspace binary such as `veil` or `veil-jailer`; fails the test if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
