@@ -8,7 +8,9 @@ use std::path::PathBuf;
 /// with `cargo build --workspace --bins` (the README's test command does).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("a test knows its own executable path");
-    let deps = exe.parent().expect("test executables live in target/<profile>/deps");
+    let deps = exe
+        .parent()
+        .expect("test executables live in target/<profile>/deps");
     deps.parent().expect("deps has a parent").to_path_buf()
 }
 
