@@ -1,0 +1,1 @@
+//! virtio-console (placeholder until the device lands).
