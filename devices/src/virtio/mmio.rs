@@ -254,3 +254,6 @@ impl BusDevice for MmioTransport {
         self.write_reg(offset, u32::from_le_bytes(bytes));
     }
 }
+
+#[cfg(test)]
+mod tests;
