@@ -169,7 +169,8 @@ fn features_never_offered_are_refused() {
 
 #[test]
 fn bad_queue_configuration_sets_needs_reset() {
-    let cases: [(&str, fn(&mut MmioTransport)); 5] = [
+    type Breaker = fn(&mut MmioTransport);
+    let cases: [(&str, Breaker); 5] = [
         ("size not a power of two", |t| wr(t, reg::QUEUE_NUM, 12)),
         ("size above the maximum", |t| wr(t, reg::QUEUE_NUM, 512)),
         ("size zero", |t| wr(t, reg::QUEUE_NUM, 0)),
