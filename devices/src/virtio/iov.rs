@@ -84,6 +84,28 @@ impl IoVecs {
         Ok(())
     }
 
+    /// Drops the first `n` bytes (after a short read or write).
+    pub fn advance(&mut self, mut n: usize) {
+        let mut drop = 0;
+        for v in &mut self.iov {
+            if n == 0 {
+                break;
+            }
+            if n >= v.iov_len {
+                n -= v.iov_len;
+                self.total -= v.iov_len;
+                drop += 1;
+            } else {
+                // SAFETY: `n < iov_len`, so the new base stays inside the same guest buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(n).cast() };
+                v.iov_len -= n;
+                self.total -= n;
+                n = 0;
+            }
+        }
+        self.iov.drain(..drop);
+    }
+
     /// Appends iovecs for bytes `[offset, offset + len)` of the buffers `segs`.
     pub fn push_range(
         &mut self,
