@@ -188,6 +188,11 @@ impl DeviceQueue {
         }
     }
 
+    /// Gives back the chain popped last (a device that cannot use it yet, e.g. no input).
+    pub fn unpop(&mut self) {
+        self.queue.go_to_previous_position();
+    }
+
     /// Puts the chain with head `head` in the used ring with `len` bytes written.
     pub fn complete(&mut self, mem: &GuestMem, head: u16, len: u32) -> Result<(), QueueError> {
         self.queue
