@@ -3,4 +3,5 @@
 //! Devices never depend on the VMM: guest memory and interrupts reach them through traits.
 
 pub mod bus;
+pub mod pci;
 pub mod virtio;
