@@ -13,6 +13,7 @@ pub mod device;
 pub mod interrupt;
 pub mod iov;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
