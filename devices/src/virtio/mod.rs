@@ -17,6 +17,7 @@ pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
+pub mod vsock;
 pub mod worker;
 
 #[cfg(any(test, feature = "test-utils"))]

@@ -1,0 +1,512 @@
+//! The connection multiplexer between guest stream sockets and host Unix sockets, speaking the
+//! protocol Firecracker users know: a host client connects to the device's socket and writes
+//! `CONNECT <port>\n`, and reads `OK <hostport>\n` once the guest accepted; a guest connecting to
+//! host port P reaches the Unix socket `<path>_P`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use log::{info, warn};
+use vm_memory::GuestMemoryMmap;
+
+use super::VsockMetrics;
+use super::conn::{CONN_BUF, Conn, ConnState};
+use super::packet::{HDR_LEN, HOST_CID, Header, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM, op};
+use crate::virtio::chain::Chain;
+use crate::virtio::iov::{IoVecs, read_bytes};
+use crate::virtio::queue::LogLimiter;
+
+pub(super) const NAME: &str = "virtio-vsock";
+/// The most payload the device puts in one packet.
+pub const MAX_PKT_PAYLOAD: u32 = 64 * 1024;
+/// First port handed to host-initiated connections.
+const FIRST_LOCAL_PORT: u32 = 1 << 30;
+
+/// The multiplexer's state (everything but the queues).
+#[derive(Debug)]
+pub struct Mux {
+    cid: u64,
+    uds: PathBuf,
+    pub(super) listener: UnixListener,
+    pub(super) conns: Vec<Option<Conn>>,
+    index: HashMap<(u32, u32), usize>,
+    /// Header-only packets waiting for a receive buffer.
+    pub(super) control: VecDeque<Header>,
+    /// Connections whose host side has data for the guest.
+    pub(super) ready: VecDeque<usize>,
+    /// Connections whose epoll interest must be recomputed.
+    pub(super) dirty: Vec<usize>,
+    /// Closed connections whose fd must leave epoll before it is dropped.
+    pub(super) to_close: Vec<Conn>,
+    next_port: u32,
+    iov: IoVecs,
+    scratch: Vec<u8>,
+    metrics: Arc<VsockMetrics>,
+    bad: LogLimiter,
+}
+
+impl Mux {
+    /// A multiplexer for guest `cid` with host sockets at `uds`.
+    pub fn new(cid: u64, uds: PathBuf, listener: UnixListener, metrics: Arc<VsockMetrics>) -> Self {
+        Self {
+            cid,
+            uds,
+            listener,
+            conns: Vec::new(),
+            index: HashMap::new(),
+            control: VecDeque::with_capacity(64),
+            ready: VecDeque::with_capacity(64),
+            dirty: Vec::with_capacity(64),
+            to_close: Vec::new(),
+            next_port: FIRST_LOCAL_PORT,
+            iov: IoVecs::with_capacity(64),
+            scratch: vec![0; MAX_PKT_PAYLOAD as usize],
+            metrics,
+            bad: LogLimiter::default(),
+        }
+    }
+
+    fn header(&self, c: &Conn, op: u16, len: u32, flags: u32) -> Header {
+        Header {
+            src_cid: HOST_CID,
+            dst_cid: self.cid,
+            src_port: c.local_port,
+            dst_port: c.peer_port,
+            len,
+            kind: TYPE_STREAM,
+            op,
+            flags,
+            buf_alloc: CONN_BUF,
+            fwd_cnt: c.fwd_cnt,
+        }
+    }
+
+    fn queue_ctl(&mut self, slot: usize, op: u16, flags: u32) {
+        if let Some(Some(c)) = self.conns.get_mut(slot) {
+            c.fwd_cnt_sent = c.fwd_cnt;
+        }
+        if let Some(Some(c)) = self.conns.get(slot) {
+            let h = self.header(c, op, 0, flags);
+            self.control.push_back(h);
+        }
+    }
+
+    fn queue_rst_to(&mut self, local_port: u32, peer_port: u32) {
+        self.metrics.add_rst();
+        self.control.push_back(Header {
+            src_cid: HOST_CID,
+            dst_cid: self.cid,
+            src_port: local_port,
+            dst_port: peer_port,
+            len: 0,
+            kind: TYPE_STREAM,
+            op: op::RST,
+            flags: 0,
+            buf_alloc: 0,
+            fwd_cnt: 0,
+        });
+    }
+
+    fn insert(&mut self, conn: Conn) -> usize {
+        let slot = match self.conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if conn.state != ConnState::AwaitingConnectLine {
+            self.index.insert((conn.local_port, conn.peer_port), slot);
+        }
+        self.conns[slot] = Some(conn);
+        self.dirty.push(slot);
+        self.metrics.add(&self.metrics.conns_opened, 1);
+        slot
+    }
+
+    /// Closes the connection in `slot` (its fd leaves epoll in the event handler).
+    pub(super) fn close(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot).and_then(Option::take) {
+            self.index.remove(&(c.local_port, c.peer_port));
+            self.ready.retain(|&s| s != slot);
+            self.metrics.add(&self.metrics.conns_closed, 1);
+            self.to_close.push(c);
+        }
+    }
+
+    fn close_with_rst(&mut self, slot: usize) {
+        if let Some(Some(c)) = self.conns.get(slot) {
+            let (l, p) = (c.local_port, c.peer_port);
+            self.queue_rst_to(l, p);
+        }
+        self.close(slot);
+    }
+
+    /// Accepts host clients waiting on the listener.
+    pub fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if let Err(e) = stream.set_nonblocking(true) {
+                        warn!("{NAME}: {e}");
+                        continue;
+                    }
+                    self.insert(Conn::new(stream, ConnState::AwaitingConnectLine, 0, 0));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("{NAME}: accepting on {}: {e}", self.uds.display());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn alloc_port(&mut self) -> u32 {
+        loop {
+            let p = self.next_port;
+            self.next_port = self.next_port.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
+            if !self.index.keys().any(|&(l, _)| l == p) {
+                return p;
+            }
+        }
+    }
+
+    /// The host side of `slot` is readable (or writable).
+    pub fn conn_event(&mut self, slot: usize, readable: bool, writable: bool) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if writable {
+            if let Err(e) = c.flush_pending() {
+                warn!("{NAME}: writing to host port {}: {e}", c.local_port);
+                self.close_with_rst(slot);
+                return;
+            }
+            if c.wants_credit_update() {
+                self.queue_ctl(slot, op::CREDIT_UPDATE, 0);
+            }
+            self.dirty.push(slot);
+        }
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if !readable {
+            return;
+        }
+        match c.state {
+            ConnState::AwaitingConnectLine => self.read_connect_line(slot),
+            ConnState::Connected => {
+                if !c.readable {
+                    c.readable = true;
+                    self.ready.push_back(slot);
+                }
+                self.dirty.push(slot);
+            }
+            _ => self.dirty.push(slot),
+        }
+    }
+
+    fn read_connect_line(&mut self, slot: usize) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut b = [0u8; 1];
+        loop {
+            match c.stream.read(&mut b) {
+                Ok(0) => {
+                    self.close(slot);
+                    return;
+                }
+                Ok(_) if b[0] == b'\n' => break,
+                Ok(_) if c.line.len() < 32 => c.line.push(b[0]),
+                Ok(_) => {
+                    warn!("{NAME}: host client sent an over-long CONNECT line; closed");
+                    self.close(slot);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(slot);
+                    return;
+                }
+            }
+        }
+        let line = String::from_utf8_lossy(&c.line).into_owned();
+        let port = line
+            .strip_prefix("CONNECT ")
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let Some(port) = port else {
+            warn!("{NAME}: host client sent {line:?}, expected \"CONNECT <port>\"; closed");
+            self.close(slot);
+            return;
+        };
+        let local = self.alloc_port();
+        if let Some(Some(c)) = self.conns.get_mut(slot) {
+            c.local_port = local;
+            c.peer_port = port;
+            c.state = ConnState::Requested;
+            c.line = Vec::new();
+        }
+        self.index.insert((local, port), slot);
+        self.queue_ctl(slot, op::REQUEST, 0);
+        self.dirty.push(slot);
+    }
+
+    /// Handles one packet the guest sent (in `chain`).
+    pub fn handle_tx(&mut self, mem: &GuestMemoryMmap<()>, chain: &Chain) {
+        if chain.readable_len() < HDR_LEN as u64 {
+            if self.bad.allow() {
+                warn!(
+                    "{NAME}: guest sent a {}-byte packet, shorter than the header",
+                    chain.readable_len()
+                );
+            }
+            self.metrics.add(&self.metrics.bad_packets, 1);
+            return;
+        }
+        let mut hb = [0u8; HDR_LEN];
+        if read_bytes(mem, chain.readable(), 0, &mut hb).is_err() {
+            return;
+        }
+        let h = Header::from_bytes(&hb);
+        let payload = chain.readable_len() - HDR_LEN as u64;
+        if h.src_cid != self.cid || h.dst_cid != HOST_CID {
+            if self.bad.allow() {
+                warn!(
+                    "{NAME}: guest sent a packet from CID {} to CID {} (guest is {}, host is {HOST_CID}); dropped",
+                    h.src_cid, h.dst_cid, self.cid
+                );
+            }
+            self.metrics.add(&self.metrics.bad_packets, 1);
+            return;
+        }
+        if h.kind != TYPE_STREAM || u64::from(h.len) > payload || h.len > MAX_PKT_PAYLOAD {
+            if self.bad.allow() {
+                warn!(
+                    "{NAME}: guest packet of type {} with length {} ({payload} bytes present); reset",
+                    h.kind, h.len
+                );
+            }
+            self.metrics.add(&self.metrics.bad_packets, 1);
+            if h.op != op::RST {
+                self.queue_rst_to(h.dst_port, h.src_port);
+            }
+            return;
+        }
+        let key = (h.dst_port, h.src_port);
+        let slot = self.index.get(&key).copied();
+        if let Some(c) = slot.and_then(|s| self.conns[s].as_mut()) {
+            c.peer_buf_alloc = h.buf_alloc;
+            c.peer_fwd_cnt = h.fwd_cnt;
+        }
+        match (h.op, slot) {
+            (op::REQUEST, None) => self.guest_connect(&h),
+            (op::RESPONSE, Some(s)) => self.guest_accepted(s),
+            (op::RW, Some(s)) => self.guest_data(mem, chain, s, h.len),
+            (op::CREDIT_UPDATE, Some(_)) => {}
+            (op::CREDIT_REQUEST, Some(s)) => self.queue_ctl(s, op::CREDIT_UPDATE, 0),
+            (op::SHUTDOWN, Some(s)) => self.guest_shutdown(s, h.flags),
+            (op::RST, Some(s)) => self.close(s),
+            (op::RST, None) => {}
+            (other, _) => {
+                if self.bad.allow() {
+                    warn!(
+                        "{NAME}: guest sent op {other} for {}:{} -> host:{} in the wrong state; reset",
+                        self.cid, h.src_port, h.dst_port
+                    );
+                }
+                match slot {
+                    Some(s) => self.close_with_rst(s),
+                    None => self.queue_rst_to(h.dst_port, h.src_port),
+                }
+            }
+        }
+    }
+
+    fn guest_connect(&mut self, h: &Header) {
+        let path = PathBuf::from(format!("{}_{}", self.uds.display(), h.dst_port));
+        match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            Ok(stream) => {
+                let mut c = Conn::new(stream, ConnState::Connected, h.dst_port, h.src_port);
+                c.peer_buf_alloc = h.buf_alloc;
+                c.peer_fwd_cnt = h.fwd_cnt;
+                let slot = self.insert(c);
+                self.queue_ctl(slot, op::RESPONSE, 0);
+            }
+            Err(e) => {
+                info!(
+                    "{NAME}: guest connection to host port {} ({}): {e}; refused",
+                    h.dst_port,
+                    path.display()
+                );
+                self.queue_rst_to(h.dst_port, h.src_port);
+            }
+        }
+    }
+
+    fn guest_accepted(&mut self, slot: usize) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if c.state != ConnState::Requested {
+            self.close_with_rst(slot);
+            return;
+        }
+        c.state = ConnState::Connected;
+        let msg = format!("OK {}\n", c.local_port);
+        if let Err(e) = c.stream.write_all(msg.as_bytes()) {
+            warn!(
+                "{NAME}: telling the host client about port {}: {e}",
+                c.local_port
+            );
+            self.close_with_rst(slot);
+            return;
+        }
+        self.dirty.push(slot);
+    }
+
+    fn guest_data(&mut self, mem: &GuestMemoryMmap<()>, chain: &Chain, slot: usize, len: u32) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if c.state != ConnState::Connected {
+            self.close_with_rst(slot);
+            return;
+        }
+        if len > CONN_BUF - c.buffered().min(CONN_BUF) {
+            if self.bad.allow() {
+                warn!(
+                    "{NAME}: guest sent {len} bytes on port {} beyond its credit; reset",
+                    c.local_port
+                );
+            }
+            self.metrics.add(&self.metrics.bad_packets, 1);
+            self.close_with_rst(slot);
+            return;
+        }
+        c.rx_cnt = c.rx_cnt.wrapping_add(len);
+        self.metrics.add(&self.metrics.tx_bytes, u64::from(len));
+        let mut written = 0usize;
+        if c.pending_out.is_empty() && len > 0 {
+            // Straight from guest memory to the host socket.
+            self.iov.clear();
+            if self
+                .iov
+                .push_range(mem, chain.readable(), HDR_LEN as u64, u64::from(len))
+                .is_ok()
+            {
+                let list = self.iov.as_slice();
+                // SAFETY: the iovecs describe mapped guest memory of the stated lengths.
+                let n = unsafe {
+                    libc::writev(
+                        c.stream.as_raw_fd(),
+                        list.as_ptr(),
+                        list.len() as libc::c_int,
+                    )
+                };
+                if n > 0 {
+                    written = n as usize;
+                } else if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.iov.clear();
+                        warn!("{NAME}: writing to host port {}: {e}", c.local_port);
+                        self.close_with_rst(slot);
+                        return;
+                    }
+                }
+            }
+            self.iov.clear();
+            c.fwd_cnt = c.fwd_cnt.wrapping_add(written as u32);
+        }
+        let rest = len as usize - written;
+        if rest > 0 {
+            let buf = &mut self.scratch[..rest];
+            if read_bytes(mem, chain.readable(), (HDR_LEN + written) as u64, buf).is_ok() {
+                c.pending_out.extend(buf.iter());
+            }
+            self.dirty.push(slot);
+        }
+        if c.wants_credit_update() {
+            self.queue_ctl(slot, op::CREDIT_UPDATE, 0);
+        }
+    }
+
+    fn guest_shutdown(&mut self, slot: usize, flags: u32) {
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if flags & SHUTDOWN_SEND != 0 {
+            let _ = c.flush_pending();
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        }
+        if flags & (SHUTDOWN_SEND | SHUTDOWN_RCV) == (SHUTDOWN_SEND | SHUTDOWN_RCV) {
+            self.close_with_rst(slot);
+        }
+    }
+
+    /// The next header-only packet for the guest.
+    pub fn next_control(&self) -> Option<&Header> {
+        self.control.front()
+    }
+
+    /// A connection with host data for the guest and credit to send it: (slot, credit).
+    pub fn next_ready(&mut self) -> Option<(usize, u32)> {
+        for _ in 0..self.ready.len() {
+            let slot = *self.ready.front()?;
+            match self.conns.get(slot).and_then(Option::as_ref) {
+                Some(c) if c.state == ConnState::Connected && c.peer_credit() > 0 => {
+                    return Some((slot, c.peer_credit().min(MAX_PKT_PAYLOAD)));
+                }
+                Some(_) => self.ready.rotate_left(1),
+                None => {
+                    self.ready.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Builds the RW header for `n` bytes sent on `slot` and accounts for them.
+    pub fn data_sent(&mut self, slot: usize, n: u32) -> Option<Header> {
+        let c = self.conns.get_mut(slot)?.as_mut()?;
+        c.tx_cnt = c.tx_cnt.wrapping_add(n);
+        c.fwd_cnt_sent = c.fwd_cnt;
+        self.metrics.add(&self.metrics.rx_bytes, u64::from(n));
+        let c = self.conns.get(slot)?.as_ref()?;
+        let h = self.header(c, op::RW, n, 0);
+        // Round-robin between connections.
+        self.ready.rotate_left(1);
+        Some(h)
+    }
+
+    /// The host side of `slot` has nothing more for now.
+    pub fn drained(&mut self, slot: usize) {
+        if let Some(Some(c)) = self.conns.get_mut(slot) {
+            c.readable = false;
+        }
+        self.ready.retain(|&s| s != slot);
+        self.dirty.push(slot);
+    }
+
+    /// The host closed its side of `slot`: tell the guest, wait for its RST.
+    pub fn host_closed(&mut self, slot: usize) {
+        self.drained(slot);
+        if let Some(Some(c)) = self.conns.get_mut(slot) {
+            c.state = ConnState::Closing;
+        }
+        self.queue_ctl(slot, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
+    }
+
+    /// The connection in `slot`.
+    pub fn conn(&self, slot: usize) -> Option<&Conn> {
+        self.conns.get(slot)?.as_ref()
+    }
+}
