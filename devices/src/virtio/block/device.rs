@@ -8,7 +8,7 @@ use log::{info, warn};
 use super::disk::{Disk, DiskError};
 use super::request::Limits;
 use super::worker::{BlockWorker, NAME, WorkerContext};
-use super::{BlockMetrics, SEG_MAX, features as blk};
+use super::{BlockMetrics, SEG_MAX, features as blk, uring};
 use crate::virtio::device::{ActivateError, ActivateParams, VirtioDevice, read_config_bytes};
 use crate::virtio::device_type;
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
@@ -26,6 +26,27 @@ pub enum BlockError {
     /// Queue size not a power of two in 2..=1024.
     #[error("block device queue_size={0}: must be a power of two in 2..=1024")]
     QueueSize(u16),
+    /// io_uring was required but does not work here.
+    #[error("block device {path}: io_uring required but unavailable: {source}")]
+    NoUring {
+        /// The image.
+        path: PathBuf,
+        /// Why io_uring failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which backend serves requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// io_uring where the kernel allows it, else synchronous system calls (logged at start).
+    #[default]
+    Auto,
+    /// Blocking preadv/pwritev/fdatasync on the queue's thread.
+    Sync,
+    /// io_uring, or fail.
+    IoUring,
 }
 
 /// How to build a block device.
@@ -43,6 +64,8 @@ pub struct BlockConfig {
     pub queue_size: u16,
     /// Id string for GET_ID (default from the file's inode).
     pub id: Option<String>,
+    /// Backend choice.
+    pub engine: Engine,
 }
 
 impl BlockConfig {
@@ -55,6 +78,7 @@ impl BlockConfig {
             num_queues: 1,
             queue_size: 256,
             id: None,
+            engine: Engine::Auto,
         }
     }
 }
@@ -68,6 +92,7 @@ pub struct Block {
     queue_sizes: Vec<u16>,
     workers: Vec<Worker<BlockWorker>>,
     metrics: Arc<BlockMetrics>,
+    use_uring: bool,
 }
 
 impl Block {
@@ -106,13 +131,35 @@ impl Block {
         config[52..56].copy_from_slice(&1u32.to_le_bytes()); // max_write_zeroes_seg
         config[56] = 1; // write_zeroes_may_unmap
         info!(
-            "{NAME}: {} ({} sectors{}{}, {} queue(s), synchronous preadv/pwritev backend)",
+            "{NAME}: {} ({} sectors{}{}, {} queue(s))",
             cfg.path.display(),
             disk.capacity(),
             if cfg.read_only { ", read-only" } else { "" },
             if cfg.direct { ", O_DIRECT" } else { "" },
             cfg.num_queues
         );
+        let use_uring = match cfg.engine {
+            Engine::Sync => {
+                info!(
+                    "{NAME}: {}: synchronous backend (configured)",
+                    cfg.path.display()
+                );
+                false
+            }
+            Engine::Auto => {
+                let probe = uring::probe();
+                uring::log_choice(&cfg.path, probe.as_ref().map(|_| ()));
+                probe.is_ok()
+            }
+            Engine::IoUring => {
+                uring::probe().map_err(|source| BlockError::NoUring {
+                    path: cfg.path.clone(),
+                    source,
+                })?;
+                uring::log_choice(&cfg.path, Ok(()));
+                true
+            }
+        };
         Ok(Self {
             disk: Arc::new(disk),
             features,
@@ -120,12 +167,18 @@ impl Block {
             queue_sizes: vec![cfg.queue_size; usize::from(cfg.num_queues)],
             workers: Vec::new(),
             metrics: Arc::new(BlockMetrics::default()),
+            use_uring,
         })
     }
 
     /// The device's counters.
     pub fn metrics(&self) -> &Arc<BlockMetrics> {
         &self.metrics
+    }
+
+    /// Whether queues are served through io_uring.
+    pub fn uses_uring(&self) -> bool {
+        self.use_uring
     }
 
     /// The parse limits for this disk.
@@ -155,6 +208,7 @@ impl Block {
             health: params.health.clone(),
             metrics: self.metrics.clone(),
             features: params.features,
+            use_uring: self.use_uring,
         }
     }
 }

@@ -7,12 +7,20 @@ use super::BlockWorker;
 
 /// Event data: the queue's ioeventfd fired.
 pub const QUEUE_EVENT: u32 = 0;
+/// Event data: io_uring completed requests.
+pub const COMPLETION_EVENT: u32 = 1;
 
 impl MutEventSubscriber for BlockWorker {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.data() == QUEUE_EVENT {
-            let _ = self.queue().event().read();
-            self.process_queue();
+        match events.data() {
+            QUEUE_EVENT => {
+                let _ = self.queue().event().read();
+                self.process_queue();
+            }
+            COMPLETION_EVENT => {
+                self.process_completions();
+            }
+            _ => {}
         }
     }
 
@@ -23,6 +31,11 @@ impl MutEventSubscriber for BlockWorker {
             EventSet::IN,
         )) {
             error!("virtio-blk: registering the queue event: {e}");
+        }
+        if let Some(c) = self.completion_event() {
+            if let Err(e) = ops.add(Events::with_data(c, COMPLETION_EVENT, EventSet::IN)) {
+                error!("virtio-blk: registering the io_uring completion event: {e}");
+            }
         }
         self.process_queue();
     }

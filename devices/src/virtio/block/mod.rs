@@ -6,9 +6,10 @@ mod disk;
 mod event_handler;
 mod metrics;
 pub mod request;
+mod uring;
 mod worker;
 
-pub use device::{Block, BlockConfig, BlockError};
+pub use device::{Block, BlockConfig, BlockError, Engine};
 pub use disk::{Disk, DiskError};
 pub use event_handler::QUEUE_EVENT;
 pub use metrics::BlockMetrics;

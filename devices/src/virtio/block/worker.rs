@@ -8,10 +8,11 @@ use log::{error, warn};
 use super::BlockMetrics;
 use super::disk::Disk;
 use super::request::{HEADER_LEN, ID_LEN, Limits, Request, RequestError, status, write_status};
+use super::uring::UringEngine;
 use crate::virtio::chain::Chain;
 use crate::virtio::device::{ActiveQueue, DeviceHealth};
 use crate::virtio::iov::{IoVecs, write_bytes};
-use crate::virtio::queue::{DeviceQueue, LogLimiter};
+use crate::virtio::queue::{DeviceQueue, LogLimiter, Popped, QueueError};
 use crate::virtio::{GuestMem, VirtioInterrupt};
 
 pub(super) const NAME: &str = "virtio-blk";
@@ -32,6 +33,7 @@ pub struct BlockWorker {
     health: Arc<DeviceHealth>,
     metrics: Arc<BlockMetrics>,
     bad_requests: LogLimiter,
+    uring: Option<UringEngine>,
 }
 
 /// The shared state a queue worker needs besides its queue.
@@ -51,12 +53,28 @@ pub struct WorkerContext {
     pub metrics: Arc<BlockMetrics>,
     /// Negotiated features.
     pub features: u64,
+    /// Serve requests through io_uring (else synchronous system calls).
+    pub use_uring: bool,
 }
 
 impl BlockWorker {
     /// A worker for one queue.
     pub fn new(ctx: WorkerContext, queue: ActiveQueue) -> Self {
+        let depth = virtio_queue::QueueT::size(&queue.queue);
+        let index = queue.index;
+        let uring = if ctx.use_uring {
+            match UringEngine::new(depth) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    warn!("{NAME} queue {index}: io_uring setup failed ({e}); synchronous backend");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Self {
+            uring,
             queue: DeviceQueue::new(NAME, queue, ctx.features, MAX_SEGMENTS),
             chain: Chain::with_capacity(MAX_SEGMENTS),
             iov: IoVecs::with_capacity(MAX_SEGMENTS * 2),
@@ -75,8 +93,22 @@ impl BlockWorker {
         &self.queue
     }
 
-    /// Serves every available request; returns how many were completed.
+    /// The io_uring completion eventfd, when that backend is in use.
+    pub fn completion_event(&self) -> Option<&vmm_sys_util::eventfd::EventFd> {
+        self.uring.as_ref().map(UringEngine::completion_event)
+    }
+
+    /// Whether requests go through io_uring.
+    pub fn uses_uring(&self) -> bool {
+        self.uring.is_some()
+    }
+
+    /// Serves every available request; returns how many were completed (or, with io_uring,
+    /// completed or started).
     pub fn process_queue(&mut self) -> usize {
+        if self.uring.is_some() {
+            return self.process_queue_uring();
+        }
         let Self {
             mem,
             queue,
@@ -88,6 +120,7 @@ impl BlockWorker {
             health,
             metrics,
             bad_requests,
+            ..
         } = self;
         let index = queue.index();
         let n = queue.drain(mem, chain, interrupt, health, |chain| {
@@ -97,6 +130,161 @@ impl BlockWorker {
             BlockMetrics::add(&metrics.batches, 1);
         }
         n
+    }
+}
+
+impl BlockWorker {
+    fn process_queue_uring(&mut self) -> usize {
+        let Self {
+            mem,
+            queue,
+            chain,
+            iov,
+            disk,
+            limits,
+            interrupt,
+            health,
+            metrics,
+            bad_requests,
+            uring,
+        } = self;
+        let Some(engine) = uring.as_mut() else {
+            return 0;
+        };
+        let index = queue.index();
+        let mut answered = 0usize;
+        let mut started = 0usize;
+        let result = (|| -> Result<(), QueueError> {
+            loop {
+                queue.disable_notification(mem)?;
+                let mut full = false;
+                loop {
+                    if !engine.has_room() {
+                        full = true;
+                        break;
+                    }
+                    let (head, len) = match queue.pop(mem, chain)? {
+                        Popped::Empty => break,
+                        Popped::Bad(head, _) => (head, 0),
+                        Popped::Chain => {
+                            match prepare(mem, limits, metrics, bad_requests, index, chain) {
+                                Next::Answered(n) => (chain.head(), n),
+                                Next::Run(req) => match engine.start(mem, disk, chain, req) {
+                                    Ok(true) => {
+                                        started += 1;
+                                        continue;
+                                    }
+                                    Ok(false) => (
+                                        chain.head(),
+                                        run_sync(mem, disk, iov, metrics, index, chain, req),
+                                    ),
+                                    Err(e) => {
+                                        error!("{NAME} queue {index}: starting {req:?}: {e}");
+                                        BlockMetrics::add(&metrics.errors, 1);
+                                        let ok = write_status(mem, chain, status::IOERR).is_ok();
+                                        (chain.head(), u32::from(ok))
+                                    }
+                                },
+                            }
+                        }
+                    };
+                    queue.complete(mem, head, len)?;
+                    answered += 1;
+                }
+                // One system call for the whole batch.
+                engine.submit();
+                if full || !queue.enable_notification(mem)? {
+                    break;
+                }
+            }
+            if answered > 0 {
+                queue.signal_used(mem, interrupt.as_ref())?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            engine.submit();
+            queue.fail(&e, health, interrupt.as_ref());
+        }
+        answered + started
+    }
+
+    /// Answers the requests io_uring finished, signals once, and starts requests that were
+    /// waiting for a free slot. Returns how many completed.
+    pub fn process_completions(&mut self) -> usize {
+        let Self {
+            mem,
+            queue,
+            disk,
+            interrupt,
+            health,
+            metrics,
+            uring,
+            ..
+        } = self;
+        let Some(engine) = uring.as_mut() else {
+            return 0;
+        };
+        let mut n = 0usize;
+        let mut err = None;
+        engine.reap(mem, disk, metrics, |c| {
+            if err.is_none() {
+                match queue.complete(mem, c.head, c.used_len) {
+                    Ok(()) => n += 1,
+                    Err(e) => err = Some(e),
+                }
+            }
+        });
+        let signalled = if n > 0 {
+            queue.signal_used(mem, interrupt.as_ref())
+        } else {
+            Ok(false)
+        };
+        if let Some(e) = err.or(signalled.err()) {
+            queue.fail(&e, health, interrupt.as_ref());
+            return n;
+        }
+        if n > 0 {
+            BlockMetrics::add(&metrics.batches, 1);
+        }
+        self.process_queue();
+        n
+    }
+}
+
+/// Either the request was answered already (with the used length), or it is ready to run.
+enum Next {
+    Answered(u32),
+    Run(Request),
+}
+
+/// Parses the request in `chain`; a malformed one is answered with an error status here.
+fn prepare(
+    mem: &GuestMem,
+    limits: &Limits,
+    metrics: &BlockMetrics,
+    bad: &mut LogLimiter,
+    queue: u16,
+    chain: &Chain,
+) -> Next {
+    match Request::parse(mem, chain, limits) {
+        Ok(r) => Next::Run(r),
+        Err(e) => {
+            BlockMetrics::add(&metrics.errors, 1);
+            if bad.allow() {
+                warn!(
+                    "{NAME} queue {queue}: guest sent a bad request (head {}): {e}",
+                    chain.head()
+                );
+            }
+            if e == RequestError::NoStatus {
+                return Next::Answered(0);
+            }
+            Next::Answered(match write_status(mem, chain, e.status()) {
+                Ok(()) => 1,
+                Err(_) => 0,
+            })
+        }
     }
 }
 
@@ -112,25 +300,22 @@ fn execute(
     queue: u16,
     chain: &Chain,
 ) -> u32 {
-    let req = match Request::parse(mem, chain, limits) {
-        Ok(r) => r,
-        Err(e) => {
-            BlockMetrics::add(&metrics.errors, 1);
-            if bad.allow() {
-                warn!(
-                    "{NAME} queue {queue}: guest sent a bad request (head {}): {e}",
-                    chain.head()
-                );
-            }
-            if e == RequestError::NoStatus {
-                return 0;
-            }
-            return match write_status(mem, chain, e.status()) {
-                Ok(()) => 1,
-                Err(_) => 0,
-            };
-        }
-    };
+    match prepare(mem, limits, metrics, bad, queue, chain) {
+        Next::Answered(n) => n,
+        Next::Run(req) => run_sync(mem, disk, iov, metrics, queue, chain, req),
+    }
+}
+
+/// Runs a parsed request with blocking system calls.
+fn run_sync(
+    mem: &GuestMem,
+    disk: &Disk,
+    iov: &mut IoVecs,
+    metrics: &BlockMetrics,
+    queue: u16,
+    chain: &Chain,
+    req: Request,
+) -> u32 {
     iov.clear();
     let result: Result<u64, String> = match req {
         Request::In { offset, len } => iov
