@@ -23,6 +23,9 @@ pub mod worker;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use device::{ActivateError, ActivateParams, ActiveQueue, DeviceHealth, VirtioDevice};
 pub use interrupt::{InterruptError, VirtioInterrupt};
 
