@@ -6,7 +6,9 @@
 //! guest memory or over the device's own rings, zero or overflowing lengths, nested or
 //! un-negotiated indirect tables, a readable buffer after a writable one.
 
-use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{
+    Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileMemory,
+};
 
 /// Descriptor flag: the chain continues at `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -142,6 +144,39 @@ pub struct Chain {
     writable_len: u64,
 }
 
+/// Whether `[addr, addr + len)` lies in guest memory. The common case (one region) is a binary
+/// search and a compare; ranges spanning regions take vm-memory's general path.
+fn in_memory<M: GuestMemoryBackend>(mem: &M, addr: u64, len: u32) -> bool {
+    let Some(last) = u64::from(len)
+        .checked_sub(1)
+        .and_then(|l| addr.checked_add(l))
+    else {
+        return false;
+    };
+    match mem.find_region(GuestAddress(addr)) {
+        Some(r) if last <= r.last_addr().0 => true,
+        Some(_) => mem.check_range(GuestAddress(addr), len as usize),
+        None => false,
+    }
+}
+
+/// Reads descriptor `index` of the table at `table` of `size` entries, through a slice of the
+/// whole table when it is mapped contiguously (one lookup per table instead of per descriptor).
+fn read_desc<M: GuestMemoryBackend>(
+    mem: &M,
+    slice: Option<&vm_memory::VolatileSlice<'_, vm_memory::bitmap::MS<'_, M>>>,
+    table: GuestAddress,
+    index: u16,
+) -> Result<RawDesc, ChainError> {
+    let off = u64::from(index) * DESC_SIZE;
+    if let Some(d) = slice.and_then(|s| s.get_ref::<RawDesc>(off as usize).ok()) {
+        return Ok(d.load());
+    }
+    let at = table.unchecked_add(off);
+    mem.read_obj(at)
+        .map_err(|_| ChainError::TableUnreadable { addr: at.0 })
+}
+
 impl Chain {
     /// An empty chain with room for `max_segments` buffers.
     pub fn with_capacity(max_segments: usize) -> Self {
@@ -197,6 +232,9 @@ impl Chain {
         let mut indirect = false;
         let mut seen_writable = false;
         let mut total: u32 = 0;
+        let mut slice = mem
+            .get_slice(table, usize::from(size) * DESC_SIZE as usize)
+            .ok();
         loop {
             if index >= size {
                 return Err(ChainError::IndexOutOfRange { index, size });
@@ -205,10 +243,7 @@ impl Chain {
                 return Err(ChainError::Loop { size });
             }
             ttl -= 1;
-            let at = table.unchecked_add(u64::from(index) * DESC_SIZE);
-            let desc: RawDesc = mem
-                .read_obj(at)
-                .map_err(|_| ChainError::TableUnreadable { addr: at.0 })?;
+            let desc = read_desc(mem, slice.as_ref(), table, index)?;
             let (addr, len, flags, next) = (
                 u64::from_le(desc.addr),
                 u32::from_le(desc.len),
@@ -230,11 +265,12 @@ impl Chain {
                 if len == 0 || u64::from(len) % DESC_SIZE != 0 || entries > max as u64 {
                     return Err(ChainError::IndirectLength { len, max });
                 }
-                if !mem.check_range(GuestAddress(addr), len as usize) {
+                if !in_memory(mem, addr, len) {
                     return Err(ChainError::OutsideMemory { addr, len });
                 }
                 indirect = true;
                 table = GuestAddress(addr);
+                slice = mem.get_slice(table, len as usize).ok();
                 // `entries <= u16::MAX` was checked above.
                 size = entries as u16;
                 ttl = size;
@@ -246,9 +282,7 @@ impl Chain {
             }
             total = total.checked_add(len).ok_or(ChainError::TooLong)?;
             let writable = flags & DESC_F_WRITE != 0;
-            if addr.checked_add(u64::from(len)).is_none()
-                || !mem.check_range(GuestAddress(addr), len as usize)
-            {
+            if addr.checked_add(u64::from(len)).is_none() || !in_memory(mem, addr, len) {
                 return Err(ChainError::OutsideMemory { addr, len });
             }
             if writable {
