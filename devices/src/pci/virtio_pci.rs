@@ -90,6 +90,7 @@ pub struct VirtioPciDevice {
     dyn_interrupt: Arc<dyn VirtioInterrupt>,
     msix_cap: u16,
     pci_cfg_cap: u16,
+    bar_moved: Option<u64>,
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
@@ -181,6 +182,7 @@ impl VirtioPciDevice {
             interrupt,
             msix_cap,
             pci_cfg_cap,
+            bar_moved: None,
         })
     }
 
@@ -197,6 +199,12 @@ impl VirtioPciDevice {
     /// BAR 0's current guest address.
     pub fn bar_addr(&self) -> u64 {
         self.config.bar(0).map_or(0, |b| b.addr)
+    }
+
+    /// The new BAR 0 address if the guest moved it since the last call: the VMM then moves the
+    /// MMIO bus range and re-registers the ioeventfds at [`Self::notify_addresses`].
+    pub fn take_bar_move(&mut self) -> Option<u64> {
+        self.bar_moved.take()
     }
 
     /// Where each queue's ioeventfd goes: (guest address, eventfd). Any write there notifies.
@@ -394,6 +402,7 @@ impl PciDevice for VirtioPciDevice {
             return;
         }
         if let Some(bar) = self.config.write(offset, data) {
+            self.bar_moved = Some(self.bar_addr());
             warn!(
                 "{}: guest moved BAR {bar} to {:#x}; the VMM must move its MMIO range and ioeventfds",
                 self.common.device().name(),

@@ -142,6 +142,12 @@ fn identity_and_capabilities() {
     assert_eq!(r.cfg_read(0x10, 4), !(BAR_SIZE as u32 - 1) | 4);
     r.cfg_write(0x10, &(BAR as u32).to_le_bytes());
     assert_eq!(r.dev.lock().unwrap().bar_addr(), BAR);
+    // Sizing moved the BAR and moved it back: the VMM is told where it ended up.
+    assert_eq!(r.dev.lock().unwrap().take_bar_move(), Some(BAR));
+    assert_eq!(r.dev.lock().unwrap().take_bar_move(), None);
+    r.cfg_write(0x10, &0xd000_0000u32.to_le_bytes());
+    assert_eq!(r.dev.lock().unwrap().take_bar_move(), Some(0xd000_0000));
+    r.cfg_write(0x10, &(BAR as u32).to_le_bytes());
     let n = r
         .dev
         .lock()
