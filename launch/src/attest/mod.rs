@@ -9,6 +9,9 @@ pub mod certs;
 pub mod snp_report;
 pub mod snp_verify;
 pub mod tcb;
+pub mod tdx;
+#[cfg(feature = "test-signer")]
+pub mod test_signer;
 pub mod verdict;
 
 pub use binding::{report_data_for, report_data_from_spec};
