@@ -34,8 +34,21 @@ pub struct Verdict {
     pub passed: bool,
     /// The checks in the order run.
     pub checks: Vec<Check>,
-    /// Facts read from the evidence (name, value), for the human and the JSON output.
+    /// Facts read from the evidence (name, value), for the human and the JSON output (an object).
+    #[serde(serialize_with = "facts_as_object")]
     pub facts: Vec<(String, String)>,
+}
+
+fn facts_as_object<S: serde::Serializer>(
+    facts: &[(String, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(facts.len()))?;
+    for (k, v) in facts {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
 }
 
 impl Verdict {

@@ -1,6 +1,7 @@
 //! `veil attest verify`: check an SEV-SNP report (or a TDX quote) against what the relying party
 //! expects and print a verdict naming every check. Exit status 0 only when every check passes.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -95,11 +96,15 @@ pub fn execute(cmd: AttestCommand) -> anyhow::Result<i32> {
             } else {
                 bail!("give --report (SEV-SNP) or --quote (TDX)");
             };
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&verdict)?);
+            let text = if args.json {
+                format!("{}\n", serde_json::to_string_pretty(&verdict)?)
             } else {
-                print!("{verdict}");
-            }
+                verdict.to_string()
+            };
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("writing the verdict")?;
             Ok(if verdict.passed { 0 } else { 1 })
         }
     }
