@@ -1,0 +1,17 @@
+//! Fuzz the SEV-SNP report parsers (binary and file forms) and the TCB text parser.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use veil_launch::attest::{SnpReport, Tcb, TcbLayout};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(r) = SnpReport::parse(data) {
+        let _ = r.reported_tcb(r.tcb_layout(None));
+        let _ = r.signing_key();
+    }
+    let _ = SnpReport::parse_file_contents(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Tcb::parse(text, TcbLayout::Turin);
+        let _ = veil_launch::attest::report_data_from_spec(text);
+    }
+});
