@@ -1,11 +1,10 @@
 //! `veil attest verify` as a relying party runs it: the public Milan report with AMD's built-in
 //! chain, mutations of it, public TDX quotes, and the end-to-end path launch plan -> launch digest
-//! -> a report signed by the test chain -> verdict.
+//! -> `veil measure` -> a report signed by the test chain -> verdict.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha384};
 use veil_launch::attest::report_data_for;
 use veil_launch::attest::test_signer::{ReportTemplate, TestChain};
 use veil_launch::attest::{Tcb, TcbLayout};
@@ -29,12 +28,8 @@ fn tdx_data(name: &str) -> PathBuf {
     repo().join("launch/tests/data/tdx").join(name)
 }
 
-/// A fresh scratch directory for one test.
 fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("veil-attest-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    veil_tests::scratch_dir(&format!("attest-{test}"))
 }
 
 fn veil(args: &[&str]) -> Output {
@@ -239,42 +234,56 @@ fn public_report_mutations_fail_by_name() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The SNP launch digest of a plan of (gpa, page type, contents) pages (PAGE_INFO chain, see
-/// platform.md). Stands in for `veil measure` until that lands on this branch.
-fn launch_digest(plan: &[(u64, u8, Vec<u8>)]) -> [u8; 48] {
-    let mut ld = [0u8; 48];
-    for (gpa, page_type, contents) in plan {
-        let mut info = Vec::with_capacity(0x70);
-        info.extend_from_slice(&ld);
-        if *page_type == 1 {
-            info.extend_from_slice(&Sha384::digest(contents));
-        } else {
-            info.extend_from_slice(&[0u8; 48]);
-        }
-        info.extend_from_slice(&0x70u16.to_le_bytes());
-        info.extend_from_slice(&[*page_type, 0, 0, 0, 0, 0]);
-        info.extend_from_slice(&gpa.to_le_bytes());
-        assert_eq!(info.len(), 0x70);
-        ld.copy_from_slice(&Sha384::digest(&info));
-    }
-    ld
+/// `veil measure` of a launch plan: a synthetic OVMF-format image with SEV metadata, booted with
+/// `extra` flags (vCPUs, CPU type).
+fn measure(firmware: &Path, extra: &[&str]) -> [u8; 48] {
+    let o = Command::new(veil_tests::bin("veil"))
+        .args([
+            "measure",
+            "--platform",
+            "sev-snp",
+            "--firmware",
+            p(firmware),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "veil measure: {}", text(&o));
+    let digest = hex::decode(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    digest.try_into().unwrap()
+}
+
+fn firmware_image(dir: &Path, name: &str, reset_eip: u32) -> PathBuf {
+    let image = veil_tests::ovmf_image::build(
+        0x40000,
+        &[
+            (0x80_0000, 0x9000, 1),
+            (0x80_9000, 0x1000, 2),
+            (0x80_a000, 0x1000, 3),
+        ],
+        reset_eip,
+        None,
+    );
+    let f = dir.join(name);
+    std::fs::write(&f, image).unwrap();
+    f
 }
 
 #[test]
-fn end_to_end_plan_digest_signed_report_verdict() {
+fn end_to_end_plan_measure_signed_report_verdict() {
     let dir = scratch("e2e");
-    let plan = |firmware_byte: u8| {
-        vec![
-            (0xFFFF_E000u64, 1u8, vec![firmware_byte; 4096]),
-            (0xFFFF_F000, 1, vec![0x90; 4096]),
-            (0x0080_0000, 3, vec![]),
-        ]
-    };
-    let digest = launch_digest(&plan(0xCC));
-    let altered = launch_digest(&plan(0xCD));
-    assert_ne!(digest, altered);
+    // Launch plan -> `veil measure` -> the digest the relying party expects.
+    let fw = firmware_image(&dir, "fw.fd", 0xfffc_b004);
+    let plan = ["--cpus", "1", "--cpu-type", "EPYC-Milan"];
+    let digest = measure(&fw, &plan);
+    // Altered plans: another vCPU count, other firmware.
+    let more_cpus = measure(&fw, &["--cpus", "2", "--cpu-type", "EPYC-Milan"]);
+    let other_fw = firmware_image(&dir, "other.fd", 0xfffc_b008);
+    let other = measure(&other_fw, &plan);
+    assert!(digest != more_cpus && digest != other && more_cpus != other);
 
-    // The guest binds an ephemeral key to the relying party's nonce.
+    // The guest (here: the test signer standing in for the platform model) binds an ephemeral
+    // key to the relying party's nonce and gets a report carrying the launch digest.
     let (nonce, key) = ([0xA5u8; 32], [0x04u8; 65]);
     let tcb = Tcb::parse("bl=4,tee=0,snp=22,ucode=213", TcbLayout::MilanGenoa).unwrap();
     let chain = TestChain::generate(tcb, [0x42; 64]).unwrap();
@@ -295,48 +304,112 @@ fn end_to_end_plan_digest_signed_report_verdict() {
     std::fs::write(&cf, chain.chain_pem().unwrap()).unwrap();
 
     let binding = format!("nonce={},key={}", hex::encode(nonce), hex::encode(key));
-    let run = |measurement: &[u8; 48], binding: &str| {
-        veil(&[
+    let run = |expect: &[&str], binding: &str| {
+        let mut args = vec![
             "--report",
             p(&rf),
             "--vcek",
             p(&vf),
             "--chain",
             p(&cf),
-            "--measurement",
-            &hex::encode(measurement),
             "--host-data",
-            &"77".repeat(32),
+        ];
+        let host = "77".repeat(32);
+        args.push(&host);
+        args.extend([
             "--report-data-from",
             binding,
             "--min-tcb",
             "bl=4,snp=22",
             "--vmpl",
             "0",
-        ])
+        ]);
+        args.extend(expect);
+        veil(&args)
     };
-    let o = run(&digest, &binding);
+    let hex_digest = hex::encode(digest);
+    let o = run(&["--measurement", &hex_digest], &binding);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("[pass] report_data"), "{}", text(&o));
+    // The same, with the measurement computed on the spot from the plan's flags.
+    let fw_arg = p(&fw);
+    let o = run(
+        &[
+            "--firmware",
+            fw_arg,
+            "--cpus",
+            "1",
+            "--cpu-type",
+            "EPYC-Milan",
+        ],
+        &binding,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
-    // The plan changed: the digest the relying party expects no longer matches.
-    assert_fails(&run(&altered, &binding), "measurement");
+    // The plan changed: the expected digest no longer matches.
+    assert_fails(
+        &run(&["--measurement", &hex::encode(more_cpus)], &binding),
+        "measurement",
+    );
+    assert_fails(
+        &run(&["--measurement", &hex::encode(other)], &binding),
+        "measurement",
+    );
+    assert_fails(
+        &run(
+            &[
+                "--firmware",
+                fw_arg,
+                "--cpus",
+                "2",
+                "--cpu-type",
+                "EPYC-Milan",
+            ],
+            &binding,
+        ),
+        "measurement",
+    );
+    let other_arg = p(&other_fw);
+    assert_fails(
+        &run(
+            &["--firmware", other_arg, "--cpu-type", "EPYC-Milan"],
+            &binding,
+        ),
+        "measurement",
+    );
     // A different nonce (a replay) or a different key (a man in the middle).
     let replay = format!(
         "nonce={},key={}",
         hex::encode([0xA6u8; 32]),
         hex::encode(key)
     );
-    assert_fails(&run(&digest, &replay), "report_data");
+    assert_fails(
+        &run(&["--measurement", &hex_digest], &replay),
+        "report_data",
+    );
     let mitm = format!(
         "nonce={},key={}",
         hex::encode(nonce),
         hex::encode([0x05u8; 65])
     );
-    assert_fails(&run(&digest, &mitm), "report_data");
+    assert_fails(&run(&["--measurement", &hex_digest], &mitm), "report_data");
     // AMD's built-in chain does not certify the test VCEK.
     let o = veil(&["--report", p(&rf), "--vcek", p(&vf), "--product", "milan"]);
     assert_fails(&o, "cert_chain");
+    // Both an explicit measurement and a plan is a usage mistake, not a verdict.
+    let o = run(
+        &[
+            "--measurement",
+            &hex_digest,
+            "--firmware",
+            fw_arg,
+            "--cpu-type",
+            "EPYC-Milan",
+        ],
+        &binding,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not both"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -5,6 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+
+use super::measure::{MeasureArgs, PayloadArgs, parse_size, vm_config};
+use veil_firmware::{Platform, build_plan};
 use veil_launch::attest::{
     CaChain, Cert, Product, SnpExpectations, SnpReport, Tcb, Verdict, report_data_from_spec, tdx,
     verify_snp_report,
@@ -83,6 +86,68 @@ pub struct VerifyArgs {
     /// Print the verdict as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Compute the expected measurement from this payload, as `veil measure` does (instead of
+    /// --measurement): SEV-SNP launch digest for --report, MRTD for --quote.
+    #[command(flatten)]
+    pub payload: PayloadArgs,
+    /// With a payload: number of vCPUs of the launch.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// With a payload: guest memory (e.g. 512M, 2G).
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub memory: u64,
+    /// With a payload: QEMU CPU model whose signature the VMSAs carry (SEV-SNP).
+    #[arg(long, conflicts_with = "cpu_sig")]
+    pub cpu_type: Option<String>,
+    /// With a payload: CPU signature (CPUID 1 EAX), e.g. 0xa00f11.
+    #[arg(long, value_parser = parse_u64)]
+    pub cpu_sig: Option<u64>,
+    /// With a payload: SEV features of the VMSAs.
+    #[arg(long, default_value = "0x1", value_parser = parse_u64)]
+    pub guest_features: u64,
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
+impl VerifyArgs {
+    fn has_payload(&self) -> bool {
+        let p = &self.payload;
+        p.firmware.is_some() || p.igvm.is_some() || p.kernel.is_some()
+    }
+
+    /// The expected measurement: --measurement, or the digest of the payload flags.
+    fn expected_measurement(&self, platform: Platform) -> anyhow::Result<Option<[u8; 48]>> {
+        if !self.has_payload() {
+            return opt_hex::<48>("measurement", &self.measurement);
+        }
+        if self.measurement.is_some() {
+            bail!(
+                "give either --measurement or payload flags (--firmware, --igvm, --kernel), not both"
+            );
+        }
+        let m = MeasureArgs {
+            payload: self.payload.clone(),
+            platform,
+            cpus: self.cpus,
+            memory: self.memory,
+            cpu_type: self.cpu_type.clone(),
+            cpu_sig: self.cpu_sig,
+            guest_features: self.guest_features,
+            policy: None,
+            host_data: None,
+            trace: false,
+            json: false,
+        };
+        let config = vm_config(&m)?;
+        let plan = build_plan(&m.payload.payload()?, &config)?;
+        Ok(Some(veil_firmware::measure::digest(&plan, None)?))
+    }
 }
 
 /// Runs the subcommand.
@@ -174,7 +239,7 @@ fn verify_snp(path: &Path, args: &VerifyArgs) -> anyhow::Result<Verdict> {
     };
     let layout = report.tcb_layout(product);
     let exp = SnpExpectations {
-        measurement: opt_hex::<48>("measurement", &args.measurement)?,
+        measurement: args.expected_measurement(Platform::SevSnp)?,
         host_data: opt_hex::<32>("host-data", &args.host_data)?,
         report_data: report_data(args)?,
         min_tcb: args
@@ -213,7 +278,7 @@ fn verify_tdx(path: &Path, args: &VerifyArgs) -> anyhow::Result<Verdict> {
         rtmrs[n] = Some(hex_arg::<48>("rtmr", value, false)?);
     }
     let exp = tdx::TdxExpectations {
-        mrtd: opt_hex::<48>("measurement", &args.measurement)?,
+        mrtd: args.expected_measurement(Platform::Tdx)?,
         rtmrs,
         mr_config_id: opt_hex::<48>("mr-config-id", &args.mr_config_id)?,
         mr_owner: opt_hex::<48>("mr-owner", &args.mr_owner)?,
