@@ -187,3 +187,42 @@ fn malformed_quotes_are_errors() {
         Quote::parse(&good).unwrap()
     );
 }
+
+#[test]
+fn synthetic_quote_verifies_but_not_as_intel() {
+    use veil_launch::attest::tdx::test_quote::{TestQuoteSigner, blank_td};
+    let signer = TestQuoteSigner::generate().unwrap();
+    let mut td = blank_td();
+    td.mrtd = [0x3c; 48];
+    td.rtmr[1] = [0x01; 48];
+    td.report_data = [0x99; 64];
+    let bytes = signer.quote_v4(&td);
+    let q = Quote::parse(&bytes).unwrap();
+    assert_eq!(q.td, td);
+    let exp = TdxExpectations {
+        mrtd: Some([0x3c; 48]),
+        report_data: Some([0x99; 64]),
+        check_pck_chain: false,
+        ..TdxExpectations::default()
+    };
+    let v = verify_quote(&q, &exp);
+    assert!(v.passed, "{v}");
+    assert_eq!(v.get("pck_chain").unwrap().status, Status::Skip);
+    // With the chain check on, the self-made root is not Intel's.
+    let v = verify_quote(&q, &TdxExpectations::default());
+    assert_eq!(v.failed(), vec!["pck_chain"], "{v}");
+    assert!(v.get("pck_chain").unwrap().detail.contains("not Intel"));
+    // A debug TD is refused unless allowed.
+    td.td_attributes = 1;
+    let q = Quote::parse(&signer.quote_v4(&td)).unwrap();
+    let no_chain = TdxExpectations {
+        check_pck_chain: false,
+        ..TdxExpectations::default()
+    };
+    assert_eq!(verify_quote(&q, &no_chain).failed(), vec!["debug"]);
+    let allow = TdxExpectations {
+        allow_debug: true,
+        ..no_chain
+    };
+    assert!(verify_quote(&q, &allow).passed);
+}

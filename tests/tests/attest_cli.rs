@@ -436,3 +436,56 @@ fn public_tdx_quotes_verify_and_compare_mrtd() {
         );
     }
 }
+
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+#[test]
+fn end_to_end_tdx_plan_mrtd_synthetic_quote_verdict() {
+    use veil_launch::attest::tdx::test_quote::{TestQuoteSigner, blank_td};
+    if !Path::new(OVMF).is_file() {
+        eprintln!("skipped: {OVMF} is missing (apt-get install ovmf); TDVF metadata needs it");
+        return;
+    }
+    let dir = scratch("e2e-tdx");
+    let o = Command::new(veil_tests::bin("veil"))
+        .args(["measure", "--platform", "tdx", "--firmware", OVMF])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mrtd_hex = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let mut td = blank_td();
+    td.mrtd = hex::decode(&mrtd_hex).unwrap().try_into().unwrap();
+    let (nonce, key) = ([0x11u8; 16], [0x22u8; 32]);
+    td.report_data = report_data_for(&nonce, &key);
+    let quote = dir.join("quote.bin");
+    std::fs::write(&quote, TestQuoteSigner::generate().unwrap().quote_v4(&td)).unwrap();
+    let binding = format!("nonce={},key={}", hex::encode(nonce), hex::encode(key));
+    let base = [
+        "--quote",
+        p(&quote),
+        "--no-pck-chain",
+        "--report-data-from",
+        &binding,
+    ];
+
+    let o = veil(&[&base[..], &["--measurement", &mrtd_hex]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = veil(&[&base[..], &["--firmware", OVMF]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("[skip] pck_chain") && text(&o).contains("[skip] tcb_status"));
+
+    // Altered firmware: another MRTD.
+    let mut fw = std::fs::read(OVMF).unwrap();
+    let mid = fw.len() / 2;
+    fw[mid] ^= 1;
+    let altered = dir.join("OVMF-altered.fd");
+    std::fs::write(&altered, fw).unwrap();
+    assert_fails(
+        &veil(&[&base[..], &["--firmware", p(&altered)]].concat()),
+        "measurement",
+    );
+    // Without --no-pck-chain the test chain is not Intel's.
+    let o = veil(&["--quote", p(&quote), "--measurement", &mrtd_hex]);
+    assert_fails(&o, "pck_chain");
+    let _ = std::fs::remove_dir_all(dir);
+}

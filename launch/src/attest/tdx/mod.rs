@@ -1,6 +1,8 @@
 //! Intel TDX: DCAP quote parsing and verification.
 
 mod quote;
+#[cfg(feature = "test-signer")]
+pub mod test_quote;
 mod verify;
 
 pub use quote::{
