@@ -126,9 +126,7 @@ pub struct VekExtensions {
 impl Cert {
     /// Decodes one certificate from DER or PEM.
     pub fn from_bytes(label: &str, bytes: &[u8]) -> Result<Self, CertError> {
-        let decoded = if bytes.starts_with(b"-----BEGIN")
-            || bytes.trim_ascii_start().starts_with(b"-----BEGIN")
-        {
+        let decoded = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
             let all = Certificate::load_pem_chain(bytes).map_err(|e| decode_err(label, e))?;
             match <[Certificate; 1]>::try_from(all) {
                 Ok([c]) => c,
