@@ -93,3 +93,68 @@ fn signed_reports_verify_and_mismatches_are_caught() {
     );
     assert_eq!(v.get("cert_chain").unwrap().status, Status::Fail);
 }
+
+#[test]
+fn vlek_and_turin_reports_verify() {
+    use veil_launch::attest::Product;
+    use veil_launch::attest::test_signer::TestVek;
+
+    // A VLEK: no hwID, a CSP id; chip_id is not compared, signing_key must say VLEK.
+    let vlek = TestChain::generate_with(
+        tcb(),
+        [0; 64],
+        Product::Genoa,
+        TestVek::Vlek("veil-csp".into()),
+    )
+    .unwrap();
+    assert_eq!(vlek.vcek.label, "VLEK");
+    let raw = vlek.sign_template(&ReportTemplate {
+        version: 3,
+        ..ReportTemplate::default()
+    });
+    let v = verify(&raw, &vlek, &SnpExpectations::default());
+    assert!(v.passed, "{v}");
+    assert_eq!(v.get("signing_key").unwrap().detail, "VLEK");
+    assert_eq!(v.get("chip_id").unwrap().status, Status::Skip);
+    // The same report claiming a VCEK signed it (re-signed so only SIGNER_INFO differs).
+    let mut claim_vcek = raw;
+    claim_vcek[0x48] = 0;
+    vlek.sign(&mut claim_vcek);
+    let v = verify(&claim_vcek, &vlek, &SnpExpectations::default());
+    assert_eq!(v.failed(), vec!["signing_key"], "{v}");
+
+    // Turin: fmc first in the TCB, the layout chosen from the report's CPUID (family 1Ah).
+    let turin_tcb = Tcb {
+        fmc: Some(2),
+        ..tcb()
+    };
+    let turin =
+        TestChain::generate_with(turin_tcb, [7; 64], Product::Turin, TestVek::Vcek).unwrap();
+    let raw = turin.sign_template(&ReportTemplate {
+        version: 3,
+        ..ReportTemplate::default()
+    });
+    let report = SnpReport::parse(&raw).unwrap();
+    assert_eq!(report.tcb_layout(None), TcbLayout::Turin);
+    assert_eq!(report.reported_tcb(TcbLayout::Turin), turin_tcb);
+    let exp = SnpExpectations {
+        min_tcb: Some(Tcb {
+            fmc: Some(3),
+            ..tcb()
+        }),
+        ..SnpExpectations::default()
+    };
+    let v = verify(&raw, &turin, &exp);
+    assert_eq!(v.failed(), vec!["min_tcb"], "{v}");
+    assert!(v.get("min_tcb").unwrap().detail.ends_with("in fmc"), "{v}");
+    assert_eq!(v.get("vek_tcb").unwrap().status, Status::Pass, "{v}");
+    // A VCEK whose fmc SPL differs is caught.
+    let stale = turin
+        .vcek_for_tcb(Tcb {
+            fmc: Some(1),
+            ..turin_tcb
+        })
+        .unwrap();
+    let v = verify_snp_report(&report, &stale, &turin.chain, &SnpExpectations::default());
+    assert_eq!(v.failed(), vec!["vek_tcb"], "{v}");
+}

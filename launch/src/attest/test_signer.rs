@@ -22,7 +22,7 @@ use x509_cert::time::Validity;
 use x509_cert::{Certificate, TbsCertificate, Version};
 
 use super::certs::{CaChain, Cert, oid};
-use super::snp_report::{REPORT_SIZE, SIGNED_LEN};
+use super::snp_report::{Product, REPORT_SIZE, SIGNED_LEN};
 use super::tcb::{Tcb, TcbLayout};
 
 /// Errors from building the test chain.
@@ -52,6 +52,10 @@ pub struct TestChain {
     pub tcb: Tcb,
     /// The chip id written into the VCEK's hwID and into signed reports.
     pub chip_id: [u8; 64],
+    /// The product: TCB layout, product name, CPUID of v3+ reports.
+    pub product: Product,
+    /// VCEK or VLEK.
+    pub vek: TestVek,
 }
 
 /// What a signed report says; everything else is zero.
@@ -135,6 +139,8 @@ fn issue(
     Ok(Cert {
         label: if subject.contains("VCEK") {
             "VCEK"
+        } else if subject.contains("VLEK") {
+            "VLEK"
         } else if subject.contains("ASK") {
             "ASK"
         } else {
@@ -155,9 +161,28 @@ fn rsa_spki(key: &PssKey<Sha384>) -> Result<SubjectPublicKeyInfoOwned, SignerErr
         .map_err(|e| SignerError::Encode(e.to_string()))
 }
 
+/// Which endorsement key a test chain issues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestVek {
+    /// A VCEK with a hwID (the chip id).
+    Vcek,
+    /// A VLEK with this CSP id and no hwID.
+    Vlek(String),
+}
+
 impl TestChain {
-    /// Generates ARK, ASK and a VCEK for `chip_id` whose TCB extensions say `tcb` (Milan layout).
+    /// Generates ARK, ASK and a Milan VCEK for `chip_id` whose TCB extensions say `tcb`.
     pub fn generate(tcb: Tcb, chip_id: [u8; 64]) -> Result<Self, SignerError> {
+        Self::generate_with(tcb, chip_id, Product::Milan, TestVek::Vcek)
+    }
+
+    /// Generates ARK, ASK and a VCEK or VLEK of `product` (TCB layout and product name).
+    pub fn generate_with(
+        tcb: Tcb,
+        chip_id: [u8; 64],
+        product: Product,
+        vek: TestVek,
+    ) -> Result<Self, SignerError> {
         let rsa = || {
             rsa::RsaPrivateKey::new(&mut OsRng, TEST_RSA_BITS)
                 .map(PssKey::<Sha384>::new)
@@ -165,7 +190,6 @@ impl TestChain {
         };
         let ark_key = rsa()?;
         let ask_key = rsa()?;
-        let vcek_key = p384::ecdsa::SigningKey::random(&mut OsRng);
         let ark = issue(
             &ark_key,
             "Veil test ARK",
@@ -180,36 +204,22 @@ impl TestChain {
             rsa_spki(&ask_key)?,
             vec![],
         )?;
-        let vcek_spki_der = vcek_key
-            .verifying_key()
-            .to_public_key_der()
-            .map_err(|e| SignerError::Encode(e.to_string()))?;
-        let vcek_spki = SubjectPublicKeyInfoOwned::from_der(vcek_spki_der.as_bytes())
-            .map_err(|e| SignerError::Encode(e.to_string()))?;
-        let product =
-            Ia5StringRef::new("Milan-B0").map_err(|e| SignerError::Encode(e.to_string()))?;
-        let exts = vec![
-            ext(oid::STRUCT_VERSION, enc(&0u8)?)?,
-            ext(oid::PRODUCT_NAME, enc(&product)?)?,
-            ext(oid::BL_SPL, enc(&tcb.bootloader)?)?,
-            ext(oid::TEE_SPL, enc(&tcb.tee)?)?,
-            ext(oid::SNP_SPL, enc(&tcb.snp)?)?,
-            ext(oid::UCODE_SPL, enc(&tcb.microcode)?)?,
-            ext(oid::HW_ID, chip_id.to_vec())?,
-        ];
-        let vcek = issue(&ask_key, "Veil test ASK", "Veil test VCEK", vcek_spki, exts)?;
-        Ok(TestChain {
+        let mut chain = TestChain {
             ask_key,
-            vcek_key,
+            vcek_key: p384::ecdsa::SigningKey::random(&mut OsRng),
             chain: CaChain {
-                ark,
+                ark: ark.clone(),
                 ask,
                 source: "Veil test".into(),
             },
-            vcek,
+            vcek: ark,
             tcb,
             chip_id,
-        })
+            product,
+            vek,
+        };
+        chain.vcek = chain.vcek_for_tcb(tcb)?;
+        Ok(chain)
     }
 
     /// The ASK and ARK as one PEM file (ASK first, as AMD's KDS serves them).
@@ -225,31 +235,52 @@ impl TestChain {
         Ok(out)
     }
 
-    /// A VCEK certified by this chain's ASK but for another TCB (to test the TCB check).
+    fn layout(&self) -> TcbLayout {
+        match self.product {
+            Product::Turin => TcbLayout::Turin,
+            _ => TcbLayout::MilanGenoa,
+        }
+    }
+
+    /// This chain's endorsement key certified by its ASK for `tcb` (another TCB than the
+    /// chain's tests the TCB check).
     pub fn vcek_for_tcb(&self, tcb: Tcb) -> Result<Cert, SignerError> {
-        let other = TestChain {
-            ask_key: self.ask_key.clone(),
-            vcek_key: self.vcek_key.clone(),
-            chain: self.chain.clone(),
-            vcek: self.vcek.clone(),
-            tcb,
-            chip_id: self.chip_id,
-        };
-        let spki_der = other
+        let spki_der = self
             .vcek_key
             .verifying_key()
             .to_public_key_der()
             .map_err(|e| SignerError::Encode(e.to_string()))?;
         let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes())
             .map_err(|e| SignerError::Encode(e.to_string()))?;
-        let exts = vec![
+        let name = match self.product {
+            Product::Milan => "Milan-B0",
+            Product::Genoa => "Genoa-B1",
+            Product::Turin => "Turin-C1",
+        };
+        let product = Ia5StringRef::new(name).map_err(|e| SignerError::Encode(e.to_string()))?;
+        let mut exts = vec![
+            ext(oid::STRUCT_VERSION, enc(&0u8)?)?,
+            ext(oid::PRODUCT_NAME, enc(&product)?)?,
             ext(oid::BL_SPL, enc(&tcb.bootloader)?)?,
             ext(oid::TEE_SPL, enc(&tcb.tee)?)?,
             ext(oid::SNP_SPL, enc(&tcb.snp)?)?,
             ext(oid::UCODE_SPL, enc(&tcb.microcode)?)?,
-            ext(oid::HW_ID, self.chip_id.to_vec())?,
         ];
-        issue(&self.ask_key, "Veil test ASK", "Veil test VCEK", spki, exts)
+        if let Some(fmc) = tcb.fmc {
+            exts.push(ext(oid::FMC_SPL, enc(&fmc)?)?);
+        }
+        let subject = match &self.vek {
+            TestVek::Vcek => {
+                exts.push(ext(oid::HW_ID, self.chip_id.to_vec())?);
+                "Veil test VCEK"
+            }
+            TestVek::Vlek(csp) => {
+                let csp = Ia5StringRef::new(csp).map_err(|e| SignerError::Encode(e.to_string()))?;
+                exts.push(ext(oid::CSP_ID, enc(&csp)?)?);
+                "Veil test VLEK"
+            }
+        };
+        issue(&self.ask_key, "Veil test ASK", subject, spki, exts)
     }
 
     /// Builds a report from `t` carrying this chain's TCB and chip id, and signs it.
@@ -259,15 +290,23 @@ impl TestChain {
         r[0x08..0x10].copy_from_slice(&t.policy.to_le_bytes());
         r[0x30..0x34].copy_from_slice(&t.vmpl.to_le_bytes());
         r[0x34..0x38].copy_from_slice(&1u32.to_le_bytes());
-        let tcb = self.tcb.to_raw(TcbLayout::MilanGenoa).to_le_bytes();
+        let tcb = self.tcb.to_raw(self.layout()).to_le_bytes();
+        if let TestVek::Vlek(_) = self.vek {
+            // SIGNER_INFO.SIGNING_KEY = 1: VLEK.
+            r[0x48..0x4C].copy_from_slice(&(1u32 << 2).to_le_bytes());
+        }
         r[0x38..0x40].copy_from_slice(&tcb);
         r[0x50..0x90].copy_from_slice(&t.report_data);
         r[0x90..0xC0].copy_from_slice(&t.measurement);
         r[0xC0..0xE0].copy_from_slice(&t.host_data);
         r[0x180..0x188].copy_from_slice(&tcb);
         if t.version >= 3 {
-            // Milan: family 19h, model 01h, stepping 1.
-            r[0x188..0x18B].copy_from_slice(&[0x19, 0x01, 0x01]);
+            let cpuid = match self.product {
+                Product::Milan => [0x19, 0x01, 0x01],
+                Product::Genoa => [0x19, 0x11, 0x01],
+                Product::Turin => [0x1A, 0x02, 0x01],
+            };
+            r[0x188..0x18B].copy_from_slice(&cpuid);
         }
         r[0x1A0..0x1E0].copy_from_slice(&self.chip_id);
         r[0x1E0..0x1E8].copy_from_slice(&tcb);

@@ -223,8 +223,11 @@ fn verify_snp(path: &Path, args: &VerifyArgs) -> anyhow::Result<Verdict> {
             "--vcek is required with --report: the VCEK or VLEK certificate (DER or PEM) of the signing chip"
         );
     };
-    let vcek = Cert::from_bytes("VCEK", &read(vcek_path, "VCEK")?)
+    let mut vcek = Cert::from_bytes("VCEK", &read(vcek_path, "VCEK")?)
         .with_context(|| format!("--vcek {}", vcek_path.display()))?;
+    if vcek.vek_extensions().is_ok_and(|e| e.csp_id.is_some()) {
+        vcek.label = "VLEK".into();
+    }
     let product = args
         .product
         .or_else(|| report.cpuid_product())
