@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use veil_launch::attest::SnpReport;
 use veil_launch::attest::tdx::Quote;
+use veil_launch::attest::{CaChain, Cert, SnpReport};
 
 /// xorshift64*: deterministic, so a failure reproduces.
 struct Rng(u64);
@@ -52,6 +52,13 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     b
 }
 
+fn snp_testdata() -> Option<PathBuf> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    repo.ancestors()
+        .map(|a| a.join("../shared/testdata/snp"))
+        .find(|p| p.join("vcek_milan.der").is_file())
+}
+
 fn seeds() -> Vec<Vec<u8>> {
     let tdx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tdx");
     let mut out: Vec<Vec<u8>> = [
@@ -66,6 +73,10 @@ fn seeds() -> Vec<Vec<u8>> {
     snp[0] = 2;
     out.push(snp);
     out.push(Vec::new());
+    let snp = snp_testdata().expect("shared/testdata/snp beside the repository");
+    for name in ["vcek_milan.der", "ask_ark_milan.pem", "report_milan.hex"] {
+        out.push(std::fs::read(snp.join(name)).unwrap());
+    }
     out
 }
 
@@ -81,6 +92,12 @@ fn mutated_inputs_never_panic_the_parsers() {
         parsed += usize::from(Quote::parse_file_contents(&input).is_ok());
         parsed += usize::from(SnpReport::parse(&input).is_ok());
         parsed += usize::from(SnpReport::parse_file_contents(&input).is_ok());
+        if let Ok(c) = Cert::from_bytes("VCEK", &input) {
+            let _ = c.vek_extensions();
+            let _ = c.p384_key();
+            parsed += 1;
+        }
+        parsed += usize::from(CaChain::from_pem(&input, "smoke").is_ok());
         // The verifier runs on a sample of what parsed.
         if let Ok(q) = Quote::parse(&input)
             && rng.below(8) == 0

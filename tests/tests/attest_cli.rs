@@ -300,7 +300,7 @@ fn end_to_end_plan_measure_signed_report_verdict() {
         dir.join("chain.pem"),
     );
     std::fs::write(&rf, report).unwrap();
-    std::fs::write(&vf, chain.vcek.to_der()).unwrap();
+    std::fs::write(&vf, chain.vcek.to_der().unwrap()).unwrap();
     std::fs::write(&cf, chain.chain_pem().unwrap()).unwrap();
 
     let binding = format!("nonce={},key={}", hex::encode(nonce), hex::encode(key));

@@ -127,7 +127,7 @@ impl Cert {
     /// Decodes one certificate from DER or PEM.
     pub fn from_bytes(label: &str, bytes: &[u8]) -> Result<Self, CertError> {
         let decoded = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let all = Certificate::load_pem_chain(bytes).map_err(|e| decode_err(label, e))?;
+            let all = pem_certificates(bytes).map_err(|e| decode_err(label, e))?;
             match <[Certificate; 1]>::try_from(all) {
                 Ok([c]) => c,
                 Err(all) => {
@@ -147,10 +147,8 @@ impl Cert {
     }
 
     /// DER encoding.
-    pub fn to_der(&self) -> Vec<u8> {
-        self.cert
-            .to_der()
-            .expect("a decoded certificate re-encodes")
+    pub fn to_der(&self) -> Result<Vec<u8>, CertError> {
+        self.cert.to_der().map_err(|e| decode_err(&self.label, e))
     }
 
     /// Checks that `issuer` signed this certificate with RSASSA-PSS/SHA-384 and that the names chain.
@@ -269,6 +267,30 @@ impl Cert {
     }
 }
 
+/// Each `BEGIN/END CERTIFICATE` block of a PEM text, decoded, in order. Text outside the blocks
+/// (comments, NUL padding as in TDX quotes) is ignored. (x509-cert's `load_pem_chain` panics on
+/// some inputs, e.g. text of only newlines, so it is not used on files.)
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Certificate>, String> {
+    use x509_cert::der::DecodePem;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(pem).map_err(|_| "PEM text is not UTF-8".to_string())?;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(b) = rest.find(BEGIN) {
+        let after = &rest[b..];
+        let e = after
+            .find(END)
+            .ok_or_else(|| format!("certificate {} has no END line", out.len() + 1))?;
+        let block = format!("{}\n", &after[..e + END.len()]);
+        let cert = Certificate::from_pem(block.as_bytes())
+            .map_err(|e| format!("certificate {}: {e}", out.len() + 1))?;
+        out.push(cert);
+        rest = &after[e + END.len()..];
+    }
+    Ok(out)
+}
+
 fn decode_err(label: &str, e: impl std::fmt::Display) -> CertError {
     CertError::Decode {
         what: label.to_string(),
@@ -310,7 +332,7 @@ impl CaChain {
 
     /// A PEM file with the ASK and the ARK (either order: the self-signed one is the ARK).
     pub fn from_pem(bytes: &[u8], source: &str) -> Result<Self, CertError> {
-        let certs = Certificate::load_pem_chain(bytes).map_err(|e| decode_err(source, e))?;
+        let certs = pem_certificates(bytes).map_err(|e| decode_err(source, e))?;
         if certs.len() != 2 {
             return Err(CertError::ChainCount(certs.len()));
         }
@@ -362,6 +384,22 @@ mod tests {
             milan.ask.verify_signed_by(&genoa.ark),
             Err(CertError::IssuerName(..)) | Err(CertError::Signature { .. })
         ));
+    }
+
+    #[test]
+    fn odd_pem_text_is_an_error_not_a_panic() {
+        // x509-cert's load_pem_chain underflows on these; the splitter here must not.
+        assert!(matches!(
+            CaChain::from_pem(b"\n\n", "t"),
+            Err(CertError::ChainCount(0))
+        ));
+        assert!(matches!(
+            Cert::from_bytes("VCEK", b"-----BEGIN CERTIFICATE-----\n\n"),
+            Err(CertError::Decode { .. })
+        ));
+        assert!(
+            pem_certificates(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----").is_err()
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use x509_cert::der::Encode;
 use x509_cert::der::oid::ObjectIdentifier;
 
 use super::quote::Quote;
+use crate::attest::certs::pem_certificates;
 use crate::attest::verdict::{Status, Verdict};
 
 /// Intel SGX Root CA (DER), the anchor of every PCK chain.
@@ -111,27 +112,6 @@ fn valid_at(c: &Certificate, now: SystemTime) -> Result<(), String> {
     Ok(())
 }
 
-/// Each `BEGIN/END CERTIFICATE` block of `pem`, decoded; quotes pad the chain with NULs, which a
-/// strict PEM reader refuses.
-fn pem_certs(pem: &[u8]) -> Result<Vec<Certificate>, String> {
-    use x509_cert::der::DecodePem;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = std::str::from_utf8(pem).map_err(|_| "PCK chain is not text".to_string())?;
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(b) = rest.find(BEGIN) {
-        let after = &rest[b..];
-        let e = after
-            .find(END)
-            .ok_or_else(|| "PCK chain: certificate without END line".to_string())?;
-        let block = format!("{}\n", &after[..e + END.len()]);
-        out.push(Certificate::from_pem(block.as_bytes()).map_err(|e| format!("PCK chain: {e}"))?);
-        rest = &after[e + END.len()..];
-    }
-    Ok(out)
-}
-
 /// The PCK chain: leaf <- intermediate <- root, the root being Intel's.
 fn check_pck_chain(chain: &[Certificate], now: SystemTime) -> Result<(), String> {
     let [leaf, inter, root] = chain else {
@@ -206,7 +186,7 @@ pub fn verify_quote(q: &Quote, exp: &TdxExpectations) -> Verdict {
         },
     );
 
-    let chain = pem_certs(&q.pck_chain_pem);
+    let chain = pem_certificates(&q.pck_chain_pem);
     match &chain {
         Ok(certs) if !certs.is_empty() => {
             let qe = cert_key(&certs[0])
