@@ -5,7 +5,8 @@
 //! - `--check PATH`: report whether PATH exists (as `exists:PATH=true|false`);
 //! - `--forks N`: try to start N children (that wait for the parent), report how many started;
 //! - `--out FILE`: write the report to FILE instead of stdout;
-//! - `--wait`: after the report, wait until stdin reaches EOF (so a test can inspect the process).
+//! - `--wait`: after the report, wait until stdin reaches EOF (so a test can inspect the process);
+//! - `--alloc MIB`: after the report, allocate and touch MIB MiB, then print `alloc=done`.
 //!
 //! Built by tests/build.rs with `-C target-feature=+crt-static`, without the libc crate: the few C
 //! functions it needs are declared here.
@@ -56,6 +57,7 @@ fn main() {
     let mut forks = None;
     let mut out = None;
     let mut wait = false;
+    let mut alloc = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -63,6 +65,14 @@ fn main() {
             "--forks" => forks = Some(it.next().expect("--forks N").parse::<u32>().expect("N")),
             "--out" => out = Some(it.next().expect("--out FILE").clone()),
             "--wait" => wait = true,
+            "--alloc" => {
+                alloc = Some(
+                    it.next()
+                        .expect("--alloc MIB")
+                        .parse::<usize>()
+                        .expect("MIB"),
+                )
+            }
             other => panic!("jail_probe: unknown argument {other}"),
         }
     }
@@ -134,6 +144,14 @@ fn main() {
             so.write_all(r.as_bytes()).expect("stdout");
             so.flush().expect("stdout");
         }
+    }
+    if let Some(mib) = alloc {
+        let mut v = vec![0u8; mib << 20];
+        for page in v.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&v);
+        println!("alloc=done");
     }
     if wait {
         let mut sink = Vec::new();

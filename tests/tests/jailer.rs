@@ -318,3 +318,50 @@ fn daemonize_detaches_and_silences_stdio() {
     assert_eq!(r["sid"], r["pid"], "a new session led by the program");
     assert_eq!(r["stdio"], "chr1:3,chr1:3,chr1:3", "stdio on /dev/null");
 }
+
+#[test]
+fn a_v1_memory_limit_stops_the_jailed_program() {
+    let Some(mut case) = Case::new("a_v1_memory_limit_stops_the_jailed_program") else {
+        return;
+    };
+    // Nest under this test's own memory cgroup, so the program stays inside whatever limits and
+    // accounting the test itself runs under.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let Some(own) = own
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("memory"))
+        .and_then(|l| l.split(':').nth(2))
+        .map(|p| p.trim_start_matches('/').to_string())
+    else {
+        eprintln!("skipped: no v1 memory controller here");
+        return;
+    };
+    if !own.is_empty() {
+        case.parent_cgroup = format!("{own}/{}", case.parent_cgroup);
+    }
+    let out = case
+        .jailer(Path::new(PROBE), 1000, 1000)
+        .args(["--cgroup", "memory.limit_in_bytes=32M"])
+        .args(["--", "--alloc", "256"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("uid=1000"),
+        "the probe did start: {stdout}"
+    );
+    assert!(
+        !stdout.contains("alloc=done"),
+        "256 MiB fit in a 32 MiB limit"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "killed by the OOM killer");
+    let oom = std::fs::read_to_string(
+        Path::new("/sys/fs/cgroup/memory")
+            .join(&case.parent_cgroup)
+            .join(&case.id)
+            .join("memory.oom_control"),
+    )
+    .unwrap();
+    assert!(oom.contains("oom_kill 1"), "{oom}");
+}
