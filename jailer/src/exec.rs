@@ -35,7 +35,10 @@ pub enum ExecError {
     },
     #[error("setgroups (clearing supplementary groups): {0}")]
     Groups(#[source] std::io::Error),
-    #[error("setsid (daemonize): {0}")]
+    #[error(
+        "setsid (daemonize): {0}; the jailer must not lead its process group (start it from a \
+         program, or through setsid(1), rather than directly from an interactive shell)"
+    )]
     Setsid(#[source] std::io::Error),
     #[error("redirecting descriptor {fd} to /dev/null (daemonize): {source}")]
     Redirect {
@@ -130,13 +133,19 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Starts a new session (no controlling terminal) and points stdin, stdout and stderr at
-/// `dev_null` (opened before the pivot: the jail has no /dev/null).
-pub fn daemonize(dev_null: &File) -> Result<(), ExecError> {
+/// Starts a new session, leaving the controlling terminal (done early: it cannot fail later, after
+/// the pivot, where a failure could not be cleaned up).
+pub fn new_session() -> Result<(), ExecError> {
     // SAFETY: setsid has no memory effects.
     if unsafe { libc::setsid() } < 0 {
         return Err(ExecError::Setsid(std::io::Error::last_os_error()));
     }
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at `dev_null` (opened before the pivot: the jail has no
+/// /dev/null).
+pub fn redirect_stdio(dev_null: &File) -> Result<(), ExecError> {
     for fd in 0..3 {
         // SAFETY: dup2 onto the standard descriptors, which this process owns; `dev_null` is open.
         if unsafe { libc::dup2(dev_null.as_raw_fd(), fd) } < 0 {

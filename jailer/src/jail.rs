@@ -104,6 +104,7 @@ pub fn run(cfg: &Config) -> Result<libc::pid_t, Box<Failure>> {
         namespaces::join_netns(netns).map_err(|e| early(JailError::Netns(e)))?;
     }
     let dev_null = if cfg.daemonize {
+        exec::new_session().map_err(|e| early(JailError::Daemonize(e)))?;
         let f = File::options()
             .read(true)
             .write(true)
@@ -155,7 +156,7 @@ fn finish(cfg: &Config, layout: &Layout, dev_null: Option<&File>) -> JailError {
         return JailError::Drop(e);
     }
     if let Some(null) = dev_null {
-        if let Err(e) = exec::daemonize(null) {
+        if let Err(e) = exec::redirect_stdio(null) {
             return JailError::Daemonize(e);
         }
     }

@@ -219,3 +219,17 @@ fn a_file_that_is_not_a_network_namespace_is_refused_after_nothing_was_made() {
     assert_failed(&out, &stderr, &["joining network namespace /etc/passwd"]);
     case.assert_nothing_left();
 }
+
+#[test]
+fn daemonize_as_a_process_group_leader_fails_before_anything_is_made() {
+    use std::os::unix::process::CommandExt;
+    let Some(case) = Case::new("daemonize_as_a_process_group_leader") else {
+        return;
+    };
+    let (out, stderr) = run(case
+        .jailer(Path::new(PROBE), 1000, 1000)
+        .args(["--daemonize", "--cgroup", "pids.max=4"])
+        .process_group(0));
+    assert_failed(&out, &stderr, &["setsid", "process group"]);
+    case.assert_nothing_left();
+}
