@@ -165,8 +165,9 @@ fn finish(cfg: &Config, layout: &Layout, dev_null: Option<&File>) -> JailError {
 }
 
 /// `--new-pid-ns`: the child (pid 1 of a new pid namespace) pivots and execs; this process stays
-/// outside to learn whether the exec worked (a close-on-exec pipe reaches EOF with no message),
-/// writes `<root>/<exec-name>.pid` and returns the child's pid, or cleans up after it.
+/// outside, writes `<root>/<exec-name>.pid` before letting the child go on, learns whether the
+/// exec worked (a close-on-exec pipe reaches EOF with no message) and returns the child's pid, or
+/// cleans up after it.
 fn spawn_in_pid_ns(
     cfg: &Config,
     layout: &Layout,
@@ -180,35 +181,53 @@ fn spawn_in_pid_ns(
         Ok(p) => p,
         Err(e) => return Err(fail(JailError::Pipe(e), undo)),
     };
+    let (mut go_reader, mut go_writer) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return Err(fail(JailError::Pipe(e), undo)),
+    };
     let pid = match namespaces::fork() {
         Ok(pid) => pid,
         Err(e) => return Err(fail(JailError::PidNs(e), undo)),
     };
     if pid == 0 {
-        drop(reader);
-        let error = match namespaces::pivot_into(&layout.root) {
-            Err(e) => JailError::Pivot(e),
-            Ok(()) => finish(cfg, layout, dev_null),
+        drop((reader, go_writer));
+        // Wait for the parent's go-ahead (sent once the pid file exists); EOF means it died.
+        let mut go = [0u8; 1];
+        let error = if go_reader.read(&mut go).is_ok_and(|n| n == 1) {
+            match namespaces::pivot_into(&layout.root) {
+                Err(e) => JailError::Pivot(e),
+                Ok(()) => finish(cfg, layout, dev_null),
+            }
+        } else {
+            JailError::Child {
+                pid: 0,
+                message: "the jailer exited before the go-ahead".into(),
+            }
         };
         // Best effort: the parent reports a child that died silently too.
         let _ = writer.write_all(error.to_string().as_bytes());
         // SAFETY: ends the child without running the parent's exit handlers twice.
         unsafe { libc::_exit(1) };
     }
-    drop(writer);
+    drop((writer, go_reader));
+    // The pid file is written before the program runs, so it cannot be a link the program planted.
+    let path = layout.root.join(format!("{}.pid", layout.exec_name));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{pid}\n").as_bytes()));
+    if let Err(source) = written {
+        drop(go_writer);
+        reap(pid);
+        return Err(fail(JailError::PidFile { path, source }, undo));
+    }
+    let go = go_writer.write_all(b"g");
+    drop(go_writer);
     let mut message = String::new();
     let read = reader.read_to_string(&mut message);
-    if read.is_ok() && message.is_empty() {
-        let path = layout.root.join(format!("{}.pid", layout.exec_name));
-        match std::fs::write(&path, format!("{pid}\n")) {
-            Ok(()) => return Ok(pid),
-            Err(source) => {
-                // SAFETY: `pid` is our own child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                reap(pid);
-                return Err(fail(JailError::PidFile { path, source }, undo));
-            }
-        }
+    if go.is_ok() && read.is_ok() && message.is_empty() {
+        return Ok(pid);
     }
     reap(pid);
     if message.is_empty() {
