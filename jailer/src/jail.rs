@@ -92,6 +92,7 @@ fn early(error: JailError) -> Box<Failure> {
 /// `--new-pid-ns`, in the parent once the child has exec'd (with the child's pid).
 pub fn run(cfg: &Config) -> Result<libc::pid_t, Box<Failure>> {
     exec::check_static(&cfg.exec_file).map_err(|e| early(JailError::ExecFile(e)))?;
+    rlimit::check(&cfg.rlimits).map_err(|e| early(JailError::Rlimit(e)))?;
     let layout = Layout::new(&cfg.base, &cfg.exec_name, &cfg.id);
     let plan = cgroup::Plan::new(
         cfg.cgroup_version,
@@ -134,7 +135,7 @@ pub fn run(cfg: &Config) -> Result<libc::pid_t, Box<Failure>> {
     }))
 }
 
-/// The steps that make things on the host: files, device nodes, cgroups; then rlimits.
+/// The steps that make things on the host: files, device nodes, cgroups.
 fn build(
     cfg: &Config,
     layout: &Layout,
@@ -146,12 +147,15 @@ fn build(
         .map_err(JailError::Fs)?;
     layout.copy_exec(&cfg.exec_file).map_err(JailError::Fs)?;
     devices::make_nodes(&layout.root, cfg.uid, cfg.gid).map_err(JailError::Devices)?;
-    plan.apply(undo).map_err(JailError::Cgroup)?;
-    rlimit::apply(&cfg.rlimits).map_err(JailError::Rlimit)
+    plan.apply(undo).map_err(JailError::Cgroup)
 }
 
-/// Inside the jail: drop privileges, detach if asked, exec. Returns the error if any step fails.
+/// Inside the jail: resource limits (checked in advance), drop privileges, detach if asked, exec.
+/// Returns the error if any step fails.
 fn finish(cfg: &Config, layout: &Layout, dev_null: Option<&File>) -> JailError {
+    if let Err(e) = rlimit::apply(&cfg.rlimits) {
+        return JailError::Rlimit(e);
+    }
     if let Err(e) = exec::drop_privileges(cfg.uid, cfg.gid) {
         return JailError::Drop(e);
     }

@@ -14,6 +14,10 @@ pub enum RlimitError {
     BadValue { arg: String, value: String },
     #[error("--resource-limit {key}: given twice")]
     Duplicate { key: &'static str },
+    #[error("--resource-limit no-file={value}: above the kernel's limit fs.nr_open ({max})")]
+    AboveNrOpen { value: u64, max: u64 },
+    #[error("reading /proc/sys/fs/nr_open: {0}")]
+    NrOpen(#[source] std::io::Error),
     #[error("setrlimit({key}, {value}): {source}")]
     Set {
         key: &'static str,
@@ -101,6 +105,26 @@ pub fn parse_all(args: &[String]) -> Result<Vec<Limit>, RlimitError> {
         });
     }
     Ok(limits)
+}
+
+/// Checks what setrlimit could refuse to root: a `no-file` above `fs.nr_open`. Done early, since
+/// the limits are applied last (so a small `no-file` cannot starve the jailer itself).
+pub fn check(limits: &[Limit]) -> Result<(), RlimitError> {
+    let Some(l) = limits.iter().find(|l| l.resource == Resource::NoFile) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string("/proc/sys/fs/nr_open").map_err(RlimitError::NrOpen)?;
+    let max = text
+        .trim()
+        .parse()
+        .map_err(|_| RlimitError::NrOpen(std::io::ErrorKind::InvalidData.into()))?;
+    if l.value > max {
+        return Err(RlimitError::AboveNrOpen {
+            value: l.value,
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Sets each limit on this process (inherited across fork and exec).

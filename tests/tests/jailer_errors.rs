@@ -122,6 +122,10 @@ fn unknown_or_malformed_cgroup_keys_are_refused() {
             vec!["--resource-limit", "stack=1"],
             vec!["\"stack\"", "fsize, no-file"],
         ),
+        (
+            vec!["--resource-limit", "no-file=99999999999"],
+            vec!["no-file=99999999999", "fs.nr_open"],
+        ),
     ] {
         let Some(case) = Case::new("unknown_or_malformed_cgroup_keys_are_refused") else {
             return;
