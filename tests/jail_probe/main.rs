@@ -78,7 +78,8 @@ fn main() {
     }
 
     let mut r = String::new();
-    // SAFETY (all calls below): plain libc calls with valid pointers to local buffers.
+    // SAFETY: plain libc calls with valid pointers to local buffers; the interface list is walked
+    // up to its zero-index terminator and freed once.
     unsafe {
         r += &format!("uid={} euid={}\n", getuid(), geteuid());
         r += &format!("gid={} egid={}\n", getgid(), getegid());

@@ -143,6 +143,7 @@ fn cgroup_limits_are_written_where_the_process_sits() {
             "--cgroup",
             "cpu.cfs_quota_us=50000",
         ])
+        .args(["--cgroup", "cpuset.cpus=0"])
         .args(["--", "--wait"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -164,6 +165,18 @@ fn cgroup_limits_are_written_where_the_process_sits() {
     assert_eq!(read(dir("cpu").join("cpu.cfs_quota_us")), "50000");
     let procs = read(dir("pids").join("cgroup.procs"));
     assert_eq!(procs, child.id().to_string());
+    // cpuset: the memory nodes were inherited from the parent (a cpuset without them takes no
+    // task), and the CPU limit is in force.
+    assert_eq!(read(dir("cpuset").join("cpuset.cpus")), "0");
+    assert_eq!(
+        read(dir("cpuset").join("cpuset.mems")),
+        read(Path::new("/sys/fs/cgroup/cpuset").join("cpuset.mems"))
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Cpus_allowed_list:\t0"),
+        "{status}"
+    );
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 }
