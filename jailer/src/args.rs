@@ -100,9 +100,9 @@ pub enum ArgsError {
 pub struct Config {
     /// The jail id (checked by [`id::validate`]).
     pub id: String,
-    /// The exec file, made absolute.
+    /// The exec file, made absolute with symlinks resolved (what is copied).
     pub exec_file: PathBuf,
-    /// Its file name (its name inside the jail).
+    /// The file name of `--exec-file` as given (its name inside the jail).
     pub exec_name: String,
     /// Target uid.
     pub uid: u32,
@@ -137,7 +137,9 @@ impl Config {
                 path: a.exec_file.clone(),
                 source,
             })?;
-        let exec_name = exec_file
+        // The name as given (a symlink `veil -> veil-1.2` keeps the name `veil` in the jail).
+        let exec_name = a
+            .exec_file
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty())
@@ -213,6 +215,31 @@ mod tests {
         assert_eq!(c.parent_cgroup, Path::new(&c.exec_name));
         assert_eq!(c.exec_args, ["run", "--memory", "64"]);
         assert_eq!(c.rlimits.len(), 1);
+    }
+
+    #[test]
+    fn exec_name_is_the_given_name() {
+        let dir = std::env::temp_dir().join(format!("veil-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("veil");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/bin/true", &link).unwrap();
+        let a = Args::try_parse_from([
+            "j",
+            "--id",
+            "x",
+            "--exec-file",
+            link.to_str().unwrap(),
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+        ])
+        .unwrap();
+        let c = Config::from_args(a).unwrap();
+        assert_eq!(c.exec_name, "veil");
+        assert_eq!(c.exec_file, std::fs::canonicalize("/bin/true").unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
