@@ -1,6 +1,7 @@
 //! The identity map. `entry.rs` maps the first 4 GiB statically (2 MiB user pages, the 32-bit
 //! MMIO hole uncached); ring 3 extends it over RAM above 4 GiB by filling PDPT entries that were
-//! not present (no TLB flush needed), with 1 GiB pages when the CPU has them.
+//! not present (no TLB flush needed). It uses 2 MiB pages only: a nested KVM may advertise 1 GiB
+//! pages in CPUID and still fault on them.
 
 use crate::bootinfo::BootInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -28,11 +29,6 @@ pub fn cr3() -> u64 {
     core::ptr::addr_of!(boot_pml4) as u64
 }
 
-fn has_1g_pages() -> bool {
-    let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
-    max >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0
-}
-
 /// Maps `[4 GiB, RAM top)` (capped at 512 GiB). Returns the new mapped top, or `None` when the
 /// page directories for it do not fit in RAM.
 ///
@@ -41,12 +37,9 @@ fn has_1g_pages() -> bool {
 pub unsafe fn extend(boot: &BootInfo) -> Option<u64> {
     let top = boot.ram_top().checked_next_multiple_of(GIB)?.min(MAX_TOP);
     let pdpt = core::ptr::addr_of!(boot_pdpt) as *mut u64;
-    let big = has_1g_pages();
     for g in 4..top / GIB {
         let base = g * GIB;
-        let entry = if big {
-            base | PRESENT_RW_USER | HUGE
-        } else {
+        let entry = {
             // SAFETY: BSP only (caller's contract).
             let pd = unsafe { crate::heap::alloc(boot, 4096, 4096) }?;
             for i in 0..512u64 {
