@@ -5,7 +5,7 @@ use crate::cmdline::{self, CHECKS, Config};
 use crate::{cpu, info, println};
 
 /// Longest command line the probe reads.
-const CMDLINE_MAX: usize = 4096;
+const CMDLINE_MAX: usize = crate::heap::CMDLINE_MAX as usize;
 
 /// Reports the boot facts, parses the command line, runs the chosen checks in `CHECKS` order
 /// and ends the run.
