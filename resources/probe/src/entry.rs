@@ -149,7 +149,8 @@ common64:
     popfq
     mov edi, r12d
     mov rsi, r13
-    lea rax, [rip + ustack_top]
+    # Enter ring 3 with RSP = 8 mod 16, as after a `call`, as the ABI expects.
+    lea rax, [rip + ustack_top - 8]
     push {uds}
     push rax
     push {rflags}
@@ -199,6 +200,7 @@ ap_entry64:
     lidt [rip + idtr]
     mov rax, rsp
     add rax, [rip + ap_ustack_offset]
+    sub rax, 8
     push {uds}
     push rax
     push {rflags}
@@ -286,7 +288,7 @@ exc_common:
     mov rax, cr2
     mov [rdi], rax
     lea rdi, [rip + exc_frame]
-    lea rax, [rip + exc_ustack_top]
+    lea rax, [rip + exc_ustack_top - 8]
     push {uds}
     push rax
     push {rflags}
