@@ -96,6 +96,9 @@ pub enum QueueConfigError {
         /// The alignment required.
         align: u64,
     },
+    /// The avail ring at guest address 0, which virtio-queue treats as "not configured".
+    #[error("the avail ring is at guest address 0")]
+    AvailAtZero,
     /// A ring that is not entirely in guest memory.
     #[error(
         "a ring is not entirely in guest memory (desc {desc:#x}, avail {avail:#x}, used {used:#x})"
@@ -126,6 +129,9 @@ pub fn build_queue(cfg: &QueueConfig, mem: &GuestMem) -> Result<Queue, QueueConf
         if addr % align != 0 {
             return Err(QueueConfigError::Align { ring, addr, align });
         }
+    }
+    if cfg.avail == 0 {
+        return Err(QueueConfigError::AvailAtZero);
     }
     q.try_set_desc_table_address(vm_memory::GuestAddress(cfg.desc))
         .and_then(|()| q.try_set_avail_ring_address(vm_memory::GuestAddress(cfg.avail)))

@@ -477,3 +477,29 @@ both_engines!(
 both_engines!(a_batch_gets_one_interrupt, a_batch_gets_one_interrupt_body);
 
 mod transport;
+
+fn o_direct_reads_and_writes_body() {
+    let probe = Image::new("direct-probe", &[0u8; 4096]);
+    if let Err(e) = Disk::open(&probe.0, false, true, None) {
+        eprintln!(
+            "SKIPPED: O_DIRECT is not supported for {}: {e}",
+            probe.0.display()
+        );
+        return;
+    }
+    let mut r = rig_with("direct", &pattern(64 * 1024), |c| c.direct = true);
+    r.header(HDR, req_type::IN, 8);
+    let (st, _) = r.run(&[(HDR, 16, false), (DATA, 4096, true), (STATUS, 1, true)]);
+    assert_eq!(st, status::OK);
+    let mut got = vec![0u8; 4096];
+    r.mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+    assert_eq!(got, pattern(64 * 1024)[4096..8192]);
+    r.header(HDR, req_type::OUT, 0);
+    r.mem
+        .write_slice(&[0x77; 4096], GuestAddress(DATA))
+        .unwrap();
+    let (st, _) = r.run(&[(HDR, 16, false), (DATA, 4096, false), (STATUS, 1, true)]);
+    assert_eq!(st, status::OK);
+    assert!(r.file()[..4096].iter().all(|&b| b == 0x77));
+}
+both_engines!(o_direct_reads_and_writes, o_direct_reads_and_writes_body);

@@ -170,7 +170,10 @@ fn features_never_offered_are_refused() {
 #[test]
 fn bad_queue_configuration_sets_needs_reset() {
     type Breaker = fn(&mut MmioTransport);
-    let cases: [(&str, Breaker); 5] = [
+    let cases: [(&str, Breaker); 6] = [
+        ("avail ring at address 0", |t| {
+            wr(t, reg::QUEUE_DRIVER_LOW, 0)
+        }),
         ("size not a power of two", |t| wr(t, reg::QUEUE_NUM, 12)),
         ("size above the maximum", |t| wr(t, reg::QUEUE_NUM, 512)),
         ("size zero", |t| wr(t, reg::QUEUE_NUM, 0)),
