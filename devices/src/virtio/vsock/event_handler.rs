@@ -74,6 +74,10 @@ impl MutEventSubscriber for VsockWorker {
         match events.data() {
             RX_QUEUE_EVENT => {
                 let _ = self.rx.event().read();
+                // Room for replies may let held-back guest packets through.
+                if self.process_rx() > 0 {
+                    self.process_tx();
+                }
             }
             TX_QUEUE_EVENT => {
                 let _ = self.tx.event().read();

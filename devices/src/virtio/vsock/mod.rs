@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use conn::{CONN_BUF, ConnState};
 pub use device::{Vsock, VsockError};
 pub use event_handler::{CONN_EVENT_BASE, LISTENER_EVENT};
-pub use mux::{MAX_PKT_PAYLOAD, Mux};
+pub use mux::{MAX_CONNS, MAX_CONTROL, MAX_PKT_PAYLOAD, Mux};
 pub use worker::VsockWorker;
 
 /// Counters for the vsock device.

@@ -22,6 +22,11 @@ mod guest;
 pub(super) const NAME: &str = "virtio-vsock";
 /// The most payload the device puts in one packet.
 pub const MAX_PKT_PAYLOAD: u32 = 64 * 1024;
+/// The most connections at once; more are refused (guest) or closed (host).
+pub const MAX_CONNS: usize = 1024;
+/// Header-only packets that may wait for receive buffers before the device stops reading the
+/// guest's transmit queue (so a guest that never posts receive buffers cannot grow it forever).
+pub const MAX_CONTROL: usize = 1024;
 /// First port handed to host-initiated connections.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 
@@ -145,10 +150,24 @@ impl Mux {
         self.close(slot);
     }
 
+    /// Connections open now.
+    pub fn open_conns(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Whether the device should stop taking guest packets until the guest takes some.
+    pub fn control_full(&self) -> bool {
+        self.control.len() >= MAX_CONTROL
+    }
+
     /// Accepts host clients waiting on the listener.
     pub fn accept(&mut self) {
         loop {
             match self.listener.accept() {
+                Ok((stream, _)) if self.open_conns() >= MAX_CONNS => {
+                    warn!("{NAME}: more than {MAX_CONNS} connections; host client refused");
+                    drop(stream);
+                }
                 Ok((stream, _)) => {
                     if let Err(e) = stream.set_nonblocking(true) {
                         warn!("{NAME}: {e}");

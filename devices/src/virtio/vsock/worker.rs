@@ -68,6 +68,10 @@ impl VsockWorker {
 
     /// Handles every packet the guest sent.
     pub fn process_tx(&mut self) -> usize {
+        if self.mux.control_full() {
+            // Backpressure: replies wait for receive buffers; the guest's packets wait for them.
+            return 0;
+        }
         let Self {
             mem,
             tx,

@@ -12,7 +12,7 @@ use super::super::conn::{CONN_BUF, Conn, ConnState};
 use super::super::packet::{
     HDR_LEN, HOST_CID, Header, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM, op,
 };
-use super::{MAX_PKT_PAYLOAD, Mux, NAME};
+use super::{MAX_CONNS, MAX_PKT_PAYLOAD, Mux, NAME};
 use crate::virtio::chain::Chain;
 use crate::virtio::iov::read_bytes;
 
@@ -89,6 +89,13 @@ impl Mux {
     }
 
     fn guest_connect(&mut self, h: &Header) {
+        if self.open_conns() >= MAX_CONNS {
+            if self.bad.allow() {
+                warn!("{NAME}: guest opened more than {MAX_CONNS} connections; refused");
+            }
+            self.queue_rst_to(h.dst_port, h.src_port);
+            return;
+        }
         let path = PathBuf::from(format!("{}_{}", self.uds.display(), h.dst_port));
         match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
             Ok(stream) => {
