@@ -105,3 +105,44 @@ fn input_waits_for_guest_buffers() {
     assert_eq!(r.rx.used_idx(), 3);
     assert_eq!(r.rx.used_elem(2), (2, 1));
 }
+
+#[test]
+fn worker_thread_serves_output_and_input() {
+    use crate::virtio::VirtioDevice;
+    let (rd, mut wr) = pipe();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut dev = Console::new(out.clone(), Some(rd));
+    let mem = guest_mem(0x10_0000);
+    let mut rx = TestRing::new(&mem, 0, 16);
+    let mut tx = TestRing::new(&mem, 0x4000, 16);
+    let (rxq, rx_kick) = rx.active(0);
+    let (txq, tx_kick) = tx.active(1);
+    dev.activate(ActivateParams {
+        mem: mem.clone(),
+        queues: vec![rxq, txq],
+        interrupt: CountingInterrupt::new() as Arc<dyn VirtioInterrupt>,
+        health: Arc::new(DeviceHealth::new()),
+        features: 0,
+    })
+    .unwrap();
+    mem.write_slice(b"boot ok\n", GuestAddress(0x8000)).unwrap();
+    tx.add_chain(0, &[(0x8000, 8, false)]);
+    tx_kick.write(1).unwrap();
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !f() {
+            assert!(start.elapsed().as_secs() < 10, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    wait("output", &|| out.lock().unwrap().as_slice() == b"boot ok\n");
+    // Input typed before any receive buffer waits; it arrives once buffers are posted.
+    wr.write_all(b"ls\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(rx.used_idx(), 0);
+    rx.add_chain(0, &[(0x9000, 64, true)]);
+    rx_kick.write(1).unwrap();
+    wait("input", &|| rx.used_idx() == 1);
+    assert_eq!(rx.used_elem(0), (0, 3));
+    dev.reset();
+}

@@ -324,3 +324,81 @@ fn offloads_follow_the_guest_features() {
     // The tap accepts every offload combination the device can negotiate.
     r.worker.tap.set_offload(tap_offloads(all)).unwrap();
 }
+
+#[test]
+fn worker_thread_stops_and_resumes_reading_the_tap() {
+    let Some(r) = rig("thread", MRG) else { return };
+    let Rig {
+        _ns,
+        mem,
+        sock,
+        mut dev,
+        ..
+    } = r;
+    let mut rx = TestRing::new(&mem, 0x40000, 16);
+    let mut tx = TestRing::new(&mem, 0x44000, 16);
+    let (rxq, rx_kick) = rx.active(0);
+    let (txq, tx_kick) = tx.active(1);
+    dev.activate(ActivateParams {
+        mem: mem.clone(),
+        queues: vec![rxq, txq],
+        interrupt: CountingInterrupt::new() as Arc<dyn VirtioInterrupt>,
+        health: Arc::new(DeviceHealth::new()),
+        features: MRG,
+    })
+    .unwrap();
+    // Frames arrive while the guest has no receive buffers: the worker parks the tap.
+    for i in 0..4u8 {
+        sock.send_to(&[b'k' + i; 300], "10.0.0.2:7777").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(NetMetrics::get(&dev.metrics().rx_backpressure) >= 1);
+    assert_eq!(rx.used_idx(), 0);
+    // Buffers arrive with a notification: every frame is delivered, none dropped.
+    let bufs: Vec<(u64, u32)> = (0..16).map(|i| (0x50000 + i * 0x1000, 2048)).collect();
+    for (i, &(a, l)) in bufs.iter().enumerate() {
+        rx.add_chain(i as u16, &[(a, l, true)]);
+    }
+    rx_kick.write(1).unwrap();
+    let start = std::time::Instant::now();
+    let ours = loop {
+        let frames: Vec<Vec<u8>> = (0..rx.used_idx())
+            .map(|i| {
+                let (id, len) = rx.used_elem(i);
+                let mut b = vec![0u8; len as usize];
+                mem.read_slice(&mut b, GuestAddress(bufs[id as usize].0))
+                    .unwrap();
+                b
+            })
+            .filter(|f| udp_payload(f, 7777).is_some())
+            .collect();
+        if frames.len() == 4 || start.elapsed() > Duration::from_secs(10) {
+            break frames;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(ours.len(), 4);
+    for (i, f) in ours.iter().enumerate() {
+        assert_eq!(udp_payload(f, 7777).unwrap(), &[b'k' + i as u8; 300][..]);
+    }
+    // And the tap is read again for later frames.
+    sock.send_to(b"later", "10.0.0.2:7777").unwrap();
+    let start = std::time::Instant::now();
+    while NetMetrics::get(&dev.metrics().rx_frames) < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "tap not re-armed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Transmit through the thread too.
+    let port = sock.local_addr().unwrap().port();
+    let frame = udp_frame(port, b"threaded");
+    mem.write_slice(&frame, GuestAddress(0x70000)).unwrap();
+    tx.add_chain(0, &[(0x70000, frame.len() as u32, false)]);
+    tx_kick.write(1).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"threaded");
+    dev.reset();
+}
