@@ -153,14 +153,20 @@ impl DeviceQueue {
         }
     }
 
-    /// Pops the next available chain into `chain`.
-    pub fn pop(&mut self, mem: &GuestMem, chain: &mut Chain) -> Result<Popped, QueueError> {
+    /// A broken queue is never touched again (until the driver resets the device).
+    fn check(&self) -> Result<(), QueueError> {
         if self.broken {
             return Err(QueueError::Broken {
                 device: self.device,
                 queue: self.index,
             });
         }
+        Ok(())
+    }
+
+    /// Pops the next available chain into `chain`.
+    pub fn pop(&mut self, mem: &GuestMem, chain: &mut Chain) -> Result<Popped, QueueError> {
+        self.check()?;
         let table = GuestAddress(self.queue.desc_table());
         let size = self.queue.size();
         let head = {
@@ -195,6 +201,7 @@ impl DeviceQueue {
 
     /// Puts the chain with head `head` in the used ring with `len` bytes written.
     pub fn complete(&mut self, mem: &GuestMem, head: u16, len: u32) -> Result<(), QueueError> {
+        self.check()?;
         self.queue
             .add_used(&**mem, head, len)
             .map_err(|e| self.ring_err(e))
@@ -202,6 +209,7 @@ impl DeviceQueue {
 
     /// Re-enables driver notifications after a drain; true if more chains arrived meanwhile.
     pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        self.check()?;
         self.queue
             .enable_notification(&**mem)
             .map_err(|e| self.ring_err(e))
@@ -209,6 +217,7 @@ impl DeviceQueue {
 
     /// Suppresses driver notifications while the device drains the ring.
     pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        self.check()?;
         self.queue
             .disable_notification(&**mem)
             .map_err(|e| self.ring_err(e))
@@ -221,6 +230,7 @@ impl DeviceQueue {
         mem: &GuestMem,
         interrupt: &dyn VirtioInterrupt,
     ) -> Result<bool, QueueError> {
+        self.check()?;
         let mut needed = self
             .queue
             .needs_notification(&**mem)

@@ -134,9 +134,19 @@ fn avail_index_jump_needs_reset() {
     assert!(r.health.needs_reset());
     assert!(r.worker.queue().is_broken());
     assert_eq!(r.irq.config_signals(), 1);
-    // A broken queue stays quiet instead of looping on the bad ring.
+    // A broken queue stays quiet instead of looping on the bad ring, and is not written.
+    let mut before = [0u8; 6 + 8 * 16 + 2];
+    r.mem
+        .read_slice(&mut before, GuestAddress(r.ring.used))
+        .unwrap();
+    r.ring.set_avail_idx(1);
     assert_eq!(r.worker.process_queue(), 0);
     assert_eq!(r.irq.config_signals(), 1);
+    let mut after = [0u8; 6 + 8 * 16 + 2];
+    r.mem
+        .read_slice(&mut after, GuestAddress(r.ring.used))
+        .unwrap();
+    assert_eq!(before, after);
 }
 
 #[test]
