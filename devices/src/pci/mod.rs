@@ -21,3 +21,6 @@ pub trait PciDevice: Send {
     /// A write at `offset` in the configuration space.
     fn config_write(&mut self, offset: u16, data: &[u8]);
 }
+
+#[cfg(test)]
+mod wiring_tests;
