@@ -56,6 +56,9 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "loop" => crate::work::run_loop(cfg),
         "membw" => crate::work::membw(boot, cfg),
         "memlat" => crate::work::memlat(boot, cfg),
+        "blk" => crate::virtio::blk::check(cfg),
+        "rng" => crate::virtio::rng::check(cfg),
+        "console" => crate::virtio::console::check(cfg),
         _ => Err(Why::Text("no such check")),
     };
     match result {
@@ -69,7 +72,7 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
 }
 
 /// Text with control characters shown as `?`, so that it stays on one line.
-struct Printable<'a>(&'a str);
+pub struct Printable<'a>(pub &'a str);
 
 impl core::fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

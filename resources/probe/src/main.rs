@@ -21,6 +21,7 @@ mod port;
 mod serial;
 mod smp;
 mod tsc;
+mod virtio;
 mod work;
 
 use bootinfo::BootInfo;

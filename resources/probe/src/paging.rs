@@ -54,3 +54,40 @@ pub unsafe fn extend(boot: &BootInfo) -> Option<u64> {
     MAPPED_TOP.store(top.max(4 * GIB), Ordering::Relaxed);
     Some(top)
 }
+
+/// Cache-disable and write-through: device memory.
+const UNCACHED: u64 = 0x18;
+
+/// Makes `[addr, addr + len)` reachable for device registers (a BAR above 4 GiB): every GiB of
+/// it without a PDPT entry gets one with uncached 2 MiB pages. Returns `false` when the range
+/// lies beyond 512 GiB or no RAM is left for a page directory.
+///
+/// # Safety
+/// BSP only, while no other CPU uses the page tables' upper entries.
+pub unsafe fn map_mmio(boot: &BootInfo, addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    if end > MAX_TOP {
+        return false;
+    }
+    let pdpt = core::ptr::addr_of!(boot_pdpt) as *mut u64;
+    for g in addr / GIB..end.div_ceil(GIB) {
+        // SAFETY: `g < 512`: inside the PDPT, which is identity-mapped user RAM.
+        if unsafe { pdpt.add(g as usize).read_volatile() } & 1 != 0 {
+            continue;
+        }
+        // SAFETY: BSP only (caller's contract).
+        let Some(pd) = (unsafe { crate::heap::alloc(boot, 4096, 4096) }) else {
+            return false;
+        };
+        for i in 0..512u64 {
+            let pde = (g * GIB + (i << 21)) | PRESENT_RW_USER | HUGE | UNCACHED;
+            // SAFETY: `pd` is a fresh heap page inside the identity map.
+            unsafe { (pd as *mut u64).add(i as usize).write_volatile(pde) };
+        }
+        // SAFETY: entry `g` was not present, so no translation of it is cached.
+        unsafe { pdpt.add(g as usize).write_volatile(pd | PRESENT_RW_USER) };
+    }
+    true
+}

@@ -56,3 +56,25 @@ impl fmt::Display for Ratio {
         write!(f, "{}.{:03}", milli / 1000, milli % 1000)
     }
 }
+
+/// A point in time a bounded wait gives up at.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    start: u64,
+    cycles: u64,
+}
+
+impl Deadline {
+    /// `ms` milliseconds from now (assuming 3 GHz when the TSC frequency is unknown).
+    pub fn after_ms(ms: u64) -> Self {
+        Self {
+            start: now(),
+            cycles: hz().unwrap_or(3_000_000_000) / 1000 * ms,
+        }
+    }
+
+    /// Whether the time is up.
+    pub fn expired(&self) -> bool {
+        now().wrapping_sub(self.start) >= self.cycles
+    }
+}
