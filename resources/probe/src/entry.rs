@@ -12,7 +12,9 @@
 //!   ring 3 at `crate::smp::ap_main(ticket)`.
 //! - Exceptions (vectors 0-31, IST1) copy their frame to `exc_frame` and leave for ring 3 at
 //!   [`crate::cpu::exception_report`], except the #GP of a ring-3 `hlt`, which halts the CPU:
-//!   that is how ring 3 stops a CPU. (This nested KVM turns a ring-3 `int n` into #UD, so the
+//!   that is how ring 3 stops a CPU, and the #GP of a ring-3 `sti` / `cli` (IOPL is 0 here),
+//!   which sets / clears IF in the saved RFLAGS and returns past the instruction: that is how
+//!   ring 3 takes interrupts (see `virtio/irq.rs`). (This nested KVM turns a ring-3 `int n` into #UD, so the
 //!   probe has no `int` gate.)
 
 use crate::cpu::{GDT_ENTRIES, KERNEL_CS, KERNEL_DS, TSS_BASE, USER_CS, USER_DS};
@@ -262,18 +264,35 @@ exc_stubs:
     # Copies [vector, error, rip, cs, rflags, rsp, ss] and CR2 to exc_frame, then reports
     # from ring 3 on its own stack.
 exc_common:
-    # Ring 3 halts its CPU by executing `hlt`, which raises #GP: do it here.
+    # Ring 3 halts its CPU by executing `hlt`, which raises #GP: do it here. Ring 3 also
+    # toggles RFLAGS.IF with `sti` / `cli`, which raise #GP at IOPL 0: emulate them.
     cmp qword ptr [rsp], 13
     jne 13f
     test byte ptr [rsp + 24], 3
     jz 13f
-    mov rax, [rsp + 16]
+    push rax
+    mov rax, [rsp + 24]
+    cmp byte ptr [rax], 0xfb
+    je 15f
+    cmp byte ptr [rax], 0xfa
+    je 16f
     cmp byte ptr [rax], 0xf4
+    pop rax
     jne 13f
     cli
 14:
     hlt
     jmp 14b
+15:
+    or qword ptr [rsp + 40], 0x200
+    jmp 17f
+16:
+    and qword ptr [rsp + 40], -0x201
+17:
+    inc qword ptr [rsp + 24]
+    pop rax
+    add rsp, 16
+    iretq
 13:
     cmp byte ptr [rip + exc_busy], 0
     jne exc_nested
@@ -385,6 +404,7 @@ ap_ustack_offset:
 bsp_tss:
     .skip {tss_limit} + 1
     .p2align 4
+    .globl idt
 idt:
     .skip 256 * 16
     .globl exc_frame

@@ -5,6 +5,7 @@
 
 pub mod blk;
 pub mod console;
+pub mod irq;
 pub mod mmio;
 pub mod pci;
 pub mod rng;

@@ -109,10 +109,6 @@ fn access() -> Option<Access> {
 
 /// A modern virtio-pci function, its regions located and memory decoding on.
 pub struct PciDev {
-    /// Device number on bus 0.
-    pub dev: u8,
-    /// Function number.
-    pub func: u8,
     /// Virtio device type.
     pub kind: u32,
     common: u64,
@@ -160,8 +156,6 @@ pub fn find(kinds: &[u32]) -> Result<Option<PciDev>, Why> {
 impl PciDev {
     fn new(f: Func, kind: u32) -> Result<Self, Why> {
         let mut d = Self {
-            dev: f.dev,
-            func: f.func,
             kind,
             common: 0,
             notify: 0,
@@ -218,11 +212,6 @@ impl PciDev {
         }
         f.write32(0x04, (cmd | 0x6) & !0x400);
         Ok(d)
-    }
-
-    /// `dd.f` for output.
-    pub fn location(&self) -> (u8, u8) {
-        (self.dev, self.func)
     }
 
     pub(super) fn status(&self) -> u8 {
@@ -288,11 +277,6 @@ impl PciDev {
 
     pub(super) fn generation(&self) -> u32 {
         r8(self.common + 0x15).into()
-    }
-
-    /// Reads (and so clears) the ISR status byte.
-    pub fn isr(&self) -> u8 {
-        r8(self.isr)
     }
 
     /// Programs MSI-X table entry `entry` to send `vector` to the local APIC `apic_id`,
