@@ -126,7 +126,8 @@ fn mmio_window(v: &str) -> Option<MmioWindow> {
         size: mem_number(size)?,
         irq: irq.parse().ok()?,
     };
-    (w.size >= 0x200 && w.base % 4 == 0 && w.base.checked_add(w.size).is_some()).then_some(w)
+    (w.size >= 0x200 && w.base.is_multiple_of(4) && w.base.checked_add(w.size).is_some())
+        .then_some(w)
 }
 
 /// 32 hex digits: 16 bytes.
