@@ -59,6 +59,7 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "blk" => crate::virtio::blk::check(cfg),
         "rng" => crate::virtio::rng::check(cfg),
         "console" => crate::virtio::console::check(cfg),
+        "net" => crate::virtio::net::check(cfg),
         "irq" => crate::virtio::irq::check(cfg),
         _ => Err(Why::Text("no such check")),
     };

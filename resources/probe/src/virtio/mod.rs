@@ -7,6 +7,7 @@ pub mod blk;
 pub mod console;
 pub mod irq;
 pub mod mmio;
+pub mod net;
 pub mod pci;
 pub mod rng;
 pub mod virtqueue;
