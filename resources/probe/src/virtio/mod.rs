@@ -11,6 +11,7 @@ pub mod net;
 pub mod pci;
 pub mod rng;
 pub mod virtqueue;
+pub mod vsock;
 
 use crate::checks::Why;
 use crate::cmdline::Config;
