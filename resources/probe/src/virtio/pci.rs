@@ -210,7 +210,8 @@ impl PciDev {
                 "the virtio-pci function lacks a common, notify or ISR capability",
             ));
         }
-        f.write32(0x04, (cmd | 0x6) & !0x400);
+        // Memory decoding, bus mastering, INTx off (MSI-X or polling only).
+        f.write32(0x04, cmd | 0x406);
         Ok(d)
     }
 
