@@ -19,7 +19,8 @@ impl Trigger for ResetLine {
     }
 }
 
-/// The i8042 at ports `0x60..=0x64`: insert it on the bus at `0x60` with length 5.
+/// The i8042: insert it on the bus twice, at `0x60` (data) and `0x64` (status/command), each
+/// one port long; it tells the two apart by absolute port.
 pub struct I8042(I8042Device<ResetLine>);
 
 impl std::fmt::Debug for I8042 {
@@ -35,16 +36,23 @@ impl I8042 {
     }
 }
 
+/// The first port of the i8042.
+pub const I8042_BASE: u64 = 0x60;
+
+fn port_offset(base: u64, offset: u64) -> Option<u8> {
+    u8::try_from((base + offset).checked_sub(I8042_BASE)?).ok()
+}
+
 impl BusDevice for I8042 {
-    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         // vm-superio models the data port at offset 0 and the status/command port at offset 4.
-        if let (Ok(off), Some(first)) = (u8::try_from(offset), data.first_mut()) {
+        if let (Some(off), Some(first)) = (port_offset(base, offset), data.first_mut()) {
             *first = self.0.read(off);
         }
     }
 
-    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
-        if let (Ok(off), Some(&value)) = (u8::try_from(offset), data.first()) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        if let (Some(off), Some(&value)) = (port_offset(base, offset), data.first()) {
             // The only error the reset line can give is Infallible.
             let _ = self.0.write(off, value);
         }
@@ -70,7 +78,7 @@ mod tests {
         let mut dev = I8042::new(rec.clone());
         dev.write(0x60, 0, &[0xfe]);
         assert!(rec.0.lock().unwrap().is_empty());
-        dev.write(0x60, 4, &[0xfe]);
+        dev.write(0x64, 0, &[0xfe]);
         assert_eq!(*rec.0.lock().unwrap(), vec![ExitRequest::Reset]);
     }
 }
