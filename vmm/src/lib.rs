@@ -21,6 +21,7 @@ mod devices;
 pub mod exit;
 mod handle;
 pub mod memory;
+pub mod probe_image;
 mod vcpu;
 mod vm;
 pub mod x86;
