@@ -37,7 +37,7 @@ pub enum ConfigError {
     #[error("--memory {0} bytes: must be a multiple of 4 KiB")]
     MemoryNotPageAligned(u64),
     /// More memory than the host has.
-    #[error("--memory {requested} bytes: more than the host's {host} bytes of RAM")]
+    #[error("--memory {} ({requested} bytes): more than the host's {} of RAM", mib(*.requested), mib(*.host))]
     MemoryBeyondHost {
         /// What was asked for.
         requested: u64,
@@ -271,6 +271,11 @@ impl VmConfigBuilder {
         }
         Ok(cfg)
     }
+}
+
+/// `bytes` in MiB, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
 }
 
 /// The host's total RAM in bytes, if the kernel tells.

@@ -53,14 +53,14 @@ pub enum BootError {
     WrongElf(String),
     /// linux-loader rejected the image.
     #[error(
-        "kernel {kernel}: cannot load: {source} (the file is truncated or corrupt, or a segment lies outside the guest's RAM)"
+        "kernel {kernel}: cannot load: {} (the file is truncated or corrupt, or a segment lies outside the guest's RAM)",
+        loader_reason(.error)
     )]
     KernelLoad {
         /// The kernel's name.
         kernel: String,
         /// linux-loader's error.
-        #[source]
-        source: loader::Error,
+        error: loader::Error,
     },
     /// The image does not fit in low RAM.
     #[error(
@@ -204,9 +204,9 @@ pub fn load_kernel(
             (format, load_with(mem, format, &mut Cursor::new(*bytes)))
         }
     };
-    let result = result.map_err(|source| BootError::KernelLoad {
+    let result = result.map_err(|error| BootError::KernelLoad {
         kernel: name.clone(),
-        source,
+        error,
     })?;
     if result.kernel_end > layout.low_ram_end() {
         return Err(BootError::KernelTooBig {
@@ -241,6 +241,17 @@ pub fn load_kernel(
                 header: Some(header),
             })
         }
+    }
+}
+
+/// linux-loader's message without its repeated "Kernel Loader: " prefixes.
+fn loader_reason(error: &loader::Error) -> String {
+    let plain =
+        |e: &dyn std::fmt::Display| e.to_string().replace("Kernel Loader: ", "").to_lowercase();
+    match error {
+        loader::Error::Elf(e) => format!("ELF: {}", plain(e)),
+        loader::Error::Bzimage(e) => format!("bzImage: {}", plain(e)),
+        other => plain(other),
     }
 }
 
