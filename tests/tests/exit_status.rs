@@ -42,3 +42,10 @@ fn executing_from_the_mmio_hole_fails_and_prints_registers() {
     );
     assert!(out.stderr.contains("rip="), "{out:#?}");
 }
+#[test]
+fn a_failing_probe_ends_with_status_1() {
+    // The probe reports unknown command-line tokens as a failure (docs/probe.md).
+    let out = veil(&["run", "--cmdline", "probe.no-such-option"]);
+    out.expect_status(1);
+    assert!(out.stdout.contains("PROBE FAIL"), "{out:#?}");
+}
