@@ -203,4 +203,33 @@ pub mod code {
         c.extend(debug_exit(0));
         c
     }
+
+    /// Takes an interrupt from the serial port through the IOAPIC and the local APIC: sets a
+    /// stack, enables the LAPIC, routes IOAPIC pin 4 to vector 0x30 (edge, physical, APIC 0), installs an IDT
+    /// gate for it, enables the UART's THR-empty interrupt, sends `!` and halts with interrupts
+    /// on. The handler writes 0x33 to the debug-exit port.
+    pub fn serial_interrupt() -> Vec<u8> {
+        let mut c = vec![0xbc, 0x00, 0x00, 0x09, 0x00]; // mov esp, 0x90000
+        let mov_mem = |c: &mut Vec<u8>, addr: u32, v: u32| {
+            c.extend_from_slice(&[0xc7, 0x05]);
+            c.extend_from_slice(&addr.to_le_bytes());
+            c.extend_from_slice(&v.to_le_bytes());
+        };
+        mov_mem(&mut c, 0xfee0_00f0, 0x1ff); // LAPIC SVR: software enable
+        mov_mem(&mut c, 0xfec0_0000, 0x18); // IOREGSEL: pin 4, low dword
+        mov_mem(&mut c, 0xfec0_0010, 0x30); // vector 0x30, fixed, edge, unmasked
+        mov_mem(&mut c, 0x0010_1180, 0x0008_0100); // IDT[0x30]: offset 0x100100, CS 0x08
+        mov_mem(&mut c, 0x0010_1184, 0x0010_8e00); // present, 32-bit interrupt gate
+        c.extend_from_slice(&[0x0f, 0x01, 0x1d, 0x00, 0x02, 0x10, 0x00]); // lidt [0x100200]
+        c.extend_from_slice(&[0x66, 0xba, 0xf9, 0x03, 0xb0, 0x02, 0xee]); // IER = THR empty
+        c.push(0xfb); // sti
+        c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0xb0, b'!', 0xee]); // send '!'
+        c.extend_from_slice(HALT);
+        c.resize(0x100, 0x90);
+        c.extend_from_slice(&[0xb0, 0x33, 0xe6, 0xf4]); // handler: exit 0x33
+        c.extend_from_slice(HALT);
+        c.resize(0x200, 0x90);
+        c.extend_from_slice(&[0xff, 0x01, 0x00, 0x10, 0x10, 0x00]); // IDTR: limit, base 0x101000
+        c
+    }
 }

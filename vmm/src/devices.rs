@@ -6,16 +6,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use kvm_ioctls::VmFd;
 use veil_devices::bus::{Bus, BusError};
 use veil_devices::legacy::i8042::I8042_BASE;
-use veil_devices::legacy::{BootMarker, DebugExit, ExitSink, I8042, IrqTrigger, Serial};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use veil_devices::legacy::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
+use veil_devices::legacy::{
+    BootMarker, DebugExit, ExitSink, I8042, Ioapic, IrqLine, MsiSink, Serial,
+};
 
 use crate::config::SerialOutput;
 
 const COM1_BASE: u64 = 0x3f8;
-const COM1_IRQ: u32 = 4;
+const COM1_IRQ: usize = 4;
 const BOOT_MARKER_PORT: u64 = 0x80;
 const DEBUG_EXIT_PORT: u64 = 0xf4;
 
@@ -31,14 +32,8 @@ pub enum DeviceError {
         #[source]
         source: std::io::Error,
     },
-    /// The serial port's interrupt eventfd.
-    #[error("serial IRQ eventfd: {0}")]
-    EventFd(#[source] std::io::Error),
-    /// KVM_IRQFD for the serial port.
-    #[error("KVM_IRQFD for the serial port (GSI {COM1_IRQ}): {0}")]
-    Irqfd(#[source] kvm_ioctls::Error),
-    /// Two devices on one port (a bug in this table).
-    #[error("port I/O bus: {0}")]
+    /// Two devices on one address (a bug in this table).
+    #[error("I/O bus: {0}")]
     Bus(#[from] BusError),
 }
 
@@ -47,6 +42,10 @@ pub enum DeviceError {
 pub(crate) struct Devices {
     /// The port-I/O bus.
     pub pio: Bus,
+    /// The MMIO bus.
+    pub mmio: Bus,
+    /// The IOAPIC, for EOIs from the in-kernel LAPICs.
+    pub ioapic: Arc<Mutex<Ioapic>>,
     /// COM1, kept to flush its output at the end.
     pub serial: Arc<Mutex<Serial>>,
     /// Time of the first boot-marker write.
@@ -68,18 +67,18 @@ fn serial_writer(out: &SerialOutput) -> Result<Box<dyn Write + Send>, DeviceErro
     })
 }
 
-/// Creates COM1, the i8042, the boot marker and the debug-exit port.
+/// Creates the IOAPIC (APIC id `ioapic_id`), COM1, the i8042, the boot marker and the
+/// debug-exit port.
 pub(crate) fn create(
-    vm: &VmFd,
+    ioapic_id: u8,
+    msi: Arc<dyn MsiSink>,
     serial_out: &SerialOutput,
     start: Instant,
     sink: Arc<dyn ExitSink>,
 ) -> Result<Devices, DeviceError> {
-    let irq = EventFd::new(EFD_NONBLOCK).map_err(DeviceError::EventFd)?;
-    vm.register_irqfd(&irq, COM1_IRQ)
-        .map_err(DeviceError::Irqfd)?;
+    let ioapic = Arc::new(Mutex::new(Ioapic::new(ioapic_id, msi)));
     let serial = Arc::new(Mutex::new(Serial::new(
-        IrqTrigger(irq),
+        IrqLine::new(ioapic.clone(), COM1_IRQ),
         serial_writer(serial_out)?,
     )));
     let marker = BootMarker::new(start);
@@ -96,8 +95,12 @@ pub(crate) fn create(
         DEBUG_EXIT_PORT,
         1,
     )?;
+    let mut mmio = Bus::new();
+    mmio.insert(ioapic.clone(), IOAPIC_BASE, IOAPIC_SIZE)?;
     Ok(Devices {
         pio,
+        mmio,
+        ioapic,
         serial,
         boot_time,
     })

@@ -15,7 +15,7 @@ use crate::devices::{self, DeviceError};
 use crate::exit::{ExitState, GuestExit};
 use crate::memory::{MemoryError, MemoryLayout};
 use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
-use crate::vm::{self, VmError};
+use crate::vm::{self, KvmMsi, VmError};
 use crate::x86::boot::{self, BootError, linux, pvh};
 use crate::x86::{paging, write_platform_tables};
 
@@ -97,7 +97,7 @@ pub struct VmHandle {
     boot_time: Arc<OnceLock<Duration>>,
     protocol: BootProtocol,
     // Dropped after the vCPU threads are joined (fields drop in order; `wait`/`Drop` join first).
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     _memory: GuestMemoryMmap,
 }
 
@@ -152,8 +152,15 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         kernel.end
     );
 
+    let vm = Arc::new(vm);
     let exit = Arc::new(ExitState::default());
-    let devs = devices::create(&vm, config.serial(), config.start(), exit.clone())?;
+    let devs = devices::create(
+        cpus as u8,
+        Arc::new(KvmMsi(vm.clone())),
+        config.serial(),
+        config.start(),
+        exit.clone(),
+    )?;
     let setup = VcpuSetup {
         supported_cpuid: kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -175,7 +182,8 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
     });
     let ctx = Arc::new(RunContext {
         pio: devs.pio,
-        mmio: veil_devices::bus::Bus::new(),
+        mmio: devs.mmio,
+        ioapic: devs.ioapic,
         exit: exit.clone(),
         logged_mmio: Mutex::new(Vec::new()),
     });

@@ -1,13 +1,15 @@
-//! Legacy PC devices on port I/O: the 16550 UART, the i8042 reset line, the boot marker (port
-//! `0x80`) and the debug-exit port (`0xf4`). See docs/machine.md for the ports they answer.
+//! Legacy PC devices: the 16550 UART, the i8042 reset line, the boot marker (port `0x80`), the
+//! debug-exit port (`0xf4`) and the IOAPIC. See docs/machine.md for where they answer.
 
 pub mod i8042;
+pub mod ioapic;
 pub mod ports;
 pub mod serial;
 
 pub use i8042::I8042;
+pub use ioapic::{Ioapic, MsiMessage, MsiSink};
 pub use ports::{BootMarker, DebugExit};
-pub use serial::{IrqTrigger, Serial};
+pub use serial::{IrqLine, Serial};
 
 /// Why a device asks the VMM to end the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,24 +2,39 @@
 //! to whatever `Write` the VMM gives it (stdout, a file, or a sink for `--serial off`).
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use vm_superio::{Trigger, serial::NoEvents};
-use vmm_sys_util::eventfd::EventFd;
 
+use super::Ioapic;
 use crate::bus::BusDevice;
 
-/// An interrupt line backed by an eventfd (the VMM registers it as a KVM irqfd).
-#[derive(Debug)]
-pub struct IrqTrigger(pub EventFd);
+/// An ISA interrupt line: an edge on one IOAPIC pin.
+#[derive(Debug, Clone)]
+pub struct IrqLine {
+    ioapic: Arc<Mutex<Ioapic>>,
+    pin: usize,
+}
 
-impl Trigger for IrqTrigger {
-    type E = std::io::Error;
-    fn trigger(&self) -> std::io::Result<()> {
-        self.0.write(1)
+impl IrqLine {
+    /// The line to `pin` of `ioapic`.
+    pub fn new(ioapic: Arc<Mutex<Ioapic>>, pin: usize) -> Self {
+        Self { ioapic, pin }
     }
 }
 
-type Uart = vm_superio::Serial<IrqTrigger, NoEvents, Box<dyn Write + Send>>;
+impl Trigger for IrqLine {
+    type E = std::convert::Infallible;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.ioapic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pulse(self.pin);
+        Ok(())
+    }
+}
+
+type Uart = vm_superio::Serial<IrqLine, NoEvents, Box<dyn Write + Send>>;
 
 /// A 16550 UART whose transmitted bytes go to `out`.
 pub struct Serial(Uart);
@@ -32,7 +47,7 @@ impl std::fmt::Debug for Serial {
 
 impl Serial {
     /// A UART raising `irq` for its interrupts and writing the guest's output to `out`.
-    pub fn new(irq: IrqTrigger, out: Box<dyn Write + Send>) -> Self {
+    pub fn new(irq: IrqLine, out: Box<dyn Write + Send>) -> Self {
         Self(vm_superio::Serial::new(irq, out))
     }
 
@@ -63,7 +78,7 @@ impl BusDevice for Serial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::legacy::{MsiMessage, MsiSink};
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -77,26 +92,37 @@ mod tests {
         }
     }
 
+    #[derive(Default)]
+    struct Count(Mutex<usize>);
+    impl MsiSink for Count {
+        fn send_msi(&self, _msg: MsiMessage) {
+            *self.0.lock().unwrap() += 1;
+        }
+        fn set_routes(&self, _routes: &[(u32, MsiMessage)]) {}
+    }
+
     #[test]
     fn transmitted_bytes_reach_the_writer_and_raise_the_irq() {
         let out = Shared::default();
-        let irq = EventFd::new(libc_nonblock()).unwrap();
-        let mut uart = Serial::new(IrqTrigger(irq.try_clone().unwrap()), Box::new(out.clone()));
+        let msis = Arc::new(Count::default());
+        let ioapic = Arc::new(Mutex::new(Ioapic::new(0, msis.clone())));
+        // Unmask pin 4 with vector 0x24.
+        {
+            let mut io = ioapic.lock().unwrap();
+            io.write(0, 0, &0x18u32.to_le_bytes());
+            io.write(0, 0x10, &0x24u32.to_le_bytes());
+        }
+        let mut uart = Serial::new(IrqLine::new(ioapic, 4), Box::new(out.clone()));
         // Enable the THR-empty interrupt (IER bit 1), then send "hi".
         uart.write(0x3f8, 1, &[0x02]);
         for b in b"hi" {
             uart.write(0x3f8, 0, &[*b]);
         }
         assert_eq!(&*out.0.lock().unwrap(), b"hi");
-        assert!(irq.read().unwrap() >= 1);
+        assert!(*msis.0.lock().unwrap() >= 1);
         // Line status: transmitter empty.
         let mut lsr = [0u8];
         uart.read(0x3f8, 5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0);
-    }
-
-    fn libc_nonblock() -> i32 {
-        // EFD_NONBLOCK, spelled out to keep libc out of this crate's dependencies.
-        0o4000
     }
 }

@@ -68,7 +68,12 @@ pub(crate) fn create(vm: &VmFd, id: u32, setup: &VcpuSetup) -> Result<VcpuFd, Vc
     let fd = vm
         .create_vcpu(u64::from(id))
         .map_err(kvm("KVM_CREATE_VCPU"))?;
-    let table = cpuid::for_vcpu(&setup.supported_cpuid, id, setup.cpus, setup.tsc_deadline)
+    let host = cpuid::HostFacts {
+        tsc_deadline: setup.tsc_deadline,
+        // Unknown when the host TSC is unstable; the guest then calibrates some other way.
+        tsc_khz: fd.get_tsc_khz().ok(),
+    };
+    let table = cpuid::for_vcpu(&setup.supported_cpuid, id, setup.cpus, host)
         .map_err(|source| VcpuError::Cpuid { id, source })?;
     fd.set_cpuid2(&table).map_err(kvm("KVM_SET_CPUID2"))?;
     let msrs = msr::boot_msrs();

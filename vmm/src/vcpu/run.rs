@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use veil_devices::bus::Bus;
+use veil_devices::legacy::Ioapic;
 
 use super::{dump, io};
 use crate::exit::{CrashReport, ExitState, GuestExit};
@@ -22,6 +23,8 @@ pub(crate) struct RunContext {
     pub pio: Bus,
     /// MMIO devices.
     pub mmio: Bus,
+    /// The IOAPIC, told about EOIs of its level-triggered vectors.
+    pub ioapic: Arc<Mutex<Ioapic>>,
     /// Where the run's end is recorded.
     pub exit: Arc<ExitState>,
     /// MMIO addresses already logged as unknown.
@@ -67,6 +70,13 @@ pub(crate) fn run_loop(mut vcpu: VcpuFd, id: u32, ctx: &RunContext) {
                 if !ctx.mmio.write(addr, data) {
                     ctx.log_unknown_mmio(addr, true);
                 }
+                Next::Continue
+            }
+            Ok(VcpuExit::IoapicEoi(vector)) => {
+                ctx.ioapic
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .eoi(vector);
                 Next::Continue
             }
             // With the in-kernel LAPIC, HLT is handled by KVM; an exit here only means "run again".

@@ -37,7 +37,7 @@ fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
 fn madt(cpus: u8) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&LAPIC_ADDR.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT: there are 8259 PICs
+    b.extend_from_slice(&0u32.to_le_bytes()); // flags: no PCAT_COMPAT, there is no 8259 PIC
     for id in 0..cpus {
         b.extend_from_slice(&[0, 8, id, id]); // processor local APIC: uid, APIC id
         b.extend_from_slice(&1u32.to_le_bytes()); // enabled

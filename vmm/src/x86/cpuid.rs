@@ -18,6 +18,10 @@ const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_HYPERVISOR: u32 = 0x4000_0000;
 const LEAF_KVM_FEATURES: u32 = 0x4000_0001;
+/// The hypervisor timing leaf: EAX = TSC kHz, EBX = local-APIC timer (bus) kHz.
+const LEAF_TIMING: u32 = 0x4000_0010;
+/// KVM's local-APIC timer counts at 1 GHz before the divider.
+const APIC_BUS_KHZ: u32 = 1_000_000;
 const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
 const LEAF_EXT_SIZES: u32 = 0x8000_0008;
 const LEAF_EXT_APIC_ID: u32 = 0x8000_001e;
@@ -53,9 +57,18 @@ fn topology_entries(function: u32, apic_id: u32, cpus: u32) -> [kvm_cpuid_entry2
     [e(0, 0, 1, 1), e(1, id_bits(cpus), cpus, 2), e(2, 0, 0, 0)]
 }
 
+/// What the host tells about the vCPU beyond KVM's supported CPUID.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostFacts {
+    /// Whether KVM emulates the TSC-deadline timer (`KVM_CAP_TSC_DEADLINE_TIMER`).
+    pub tsc_deadline: bool,
+    /// The vCPU's TSC frequency in kHz (`KVM_GET_TSC_KHZ`), if known.
+    pub tsc_khz: Option<u32>,
+}
+
 /// The CPUID table for vCPU `id` of `cpus`, from KVM's supported table `base`.
-/// `tsc_deadline`: whether KVM emulates the TSC-deadline timer (`KVM_CAP_TSC_DEADLINE_TIMER`).
-pub fn for_vcpu(base: &CpuId, id: u32, cpus: u32, tsc_deadline: bool) -> Result<CpuId, CpuidError> {
+pub fn for_vcpu(base: &CpuId, id: u32, cpus: u32, host: HostFacts) -> Result<CpuId, CpuidError> {
+    let tsc_deadline = host.tsc_deadline;
     let intel = is_intel(base.as_slice());
     let max_basic = base
         .as_slice()
@@ -96,6 +109,9 @@ pub fn for_vcpu(base: &CpuId, id: u32, cpus: u32, tsc_deadline: bool) -> Result<
                 have_hypervisor_leaf = true;
                 // EAX: the highest hypervisor leaf; EBX/ECX/EDX: KVM's signature as KVM gives it.
                 e.eax = e.eax.max(LEAF_KVM_FEATURES);
+                if host.tsc_khz.is_some() {
+                    e.eax = e.eax.max(LEAF_TIMING);
+                }
             }
             LEAF_EXT_FEATURES if !intel => {
                 if cpus > 1 {
@@ -124,6 +140,15 @@ pub fn for_vcpu(base: &CpuId, id: u32, cpus: u32, tsc_deadline: bool) -> Result<
     }
     if !have_hypervisor_leaf {
         log::debug!("KVM reports no hypervisor CPUID leaves; the guest sees none");
+    } else if let Some(khz) = host.tsc_khz {
+        // Guests without a PIT to calibrate against read the TSC frequency here.
+        entries.retain(|e| e.function != LEAF_TIMING);
+        entries.push(kvm_cpuid_entry2 {
+            function: LEAF_TIMING,
+            eax: khz,
+            ebx: APIC_BUS_KHZ,
+            ..Default::default()
+        });
     }
     CpuId::from_entries(&entries).map_err(CpuidError::TooBig)
 }
@@ -174,7 +199,11 @@ mod tests {
     #[test]
     fn apic_ids_and_topology_per_vcpu() {
         let base = amd_base();
-        let c = for_vcpu(&base, 2, 4, true).unwrap();
+        let host = HostFacts {
+            tsc_deadline: true,
+            tsc_khz: Some(2_400_000),
+        };
+        let c = for_vcpu(&base, 2, 4, host).unwrap();
         let l1 = find(&c, 1, 0);
         assert_eq!(l1.ebx >> 24, 2);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
@@ -193,16 +222,21 @@ mod tests {
         assert_eq!((sizes.ecx & 0xff, (sizes.ecx >> 12) & 0xf), (3, 2));
         assert_eq!(find(&c, LEAF_EXT_APIC_ID, 0).eax, 2);
         assert_eq!(find(&c, LEAF_HYPERVISOR, 0).ebx, 0x4b4d_564b);
+        assert_eq!(find(&c, LEAF_HYPERVISOR, 0).eax, LEAF_TIMING);
+        let timing = find(&c, LEAF_TIMING, 0);
+        assert_eq!((timing.eax, timing.ebx), (2_400_000, 1_000_000));
     }
 
     #[test]
     fn a_single_vcpu_is_not_multicore() {
-        let c = for_vcpu(&amd_base(), 0, 1, false).unwrap();
+        let c = for_vcpu(&amd_base(), 0, 1, HostFacts::default()).unwrap();
         let l1 = find(&c, 1, 0);
         assert_eq!(l1.edx & EDX_HTT, 0);
         assert_eq!(l1.ecx & ECX_TSC_DEADLINE, 0);
         assert_eq!(find(&c, LEAF_EXT_FEATURES, 0).ecx & ECX_CMP_LEGACY, 0);
         assert_eq!(find(&c, 0xb, 1).ebx, 1);
+        assert_eq!(find(&c, LEAF_HYPERVISOR, 0).eax, LEAF_KVM_FEATURES);
+        assert!(c.as_slice().iter().all(|e| e.function != LEAF_TIMING));
     }
 
     #[test]

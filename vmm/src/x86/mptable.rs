@@ -1,6 +1,7 @@
 //! The Intel MultiProcessor Specification 1.4 table: a floating pointer at the start of the EBDA
 //! (`0x9fc00`) and the configuration table right after it, listing every CPU, the ISA bus, the
-//! IOAPIC and the identity routing of ISA IRQs 0-15 to IOAPIC pins 0-15. When the table does not
+//! IOAPIC, the identity routing of ISA IRQs 0-15 to IOAPIC pins 0-15 and LINT1 as NMI (there is
+//! no 8259 PIC, so no ExtINT entry). When the table does not
 //! fit in the 1 KiB EBDA (more than ~40 CPUs) it goes to `0xf0000` in the reserved BIOS area,
 //! where guests also look for it.
 
@@ -27,7 +28,7 @@ pub fn checksum(bytes: &[u8]) -> u8 {
 
 /// The MP structures to write: `(address, bytes)` pairs (one or two).
 pub fn build(cpus: u8) -> Vec<(u64, Vec<u8>)> {
-    let table_len = 44 + 20 * usize::from(cpus) + 8 + 8 + 8 * usize::from(ISA_IRQS) + 8 * 2;
+    let table_len = 44 + 20 * usize::from(cpus) + 8 + 8 + 8 * usize::from(ISA_IRQS) + 8;
     let in_ebda = 16 + table_len <= EBDA_LEN;
     let table_addr = if in_ebda {
         EBDA_START + 16
@@ -74,10 +75,9 @@ fn config_table(cpus: u8) -> Vec<u8> {
         // I/O interrupt: INT, polarity and trigger conform to the bus, bus 0 irq -> pin irq.
         entries.extend_from_slice(&[3, 0, 0, 0, 0, irq, ioapic_id, irq]);
     }
-    // Local interrupts to every LAPIC (0xff): ExtINT on LINT0, NMI on LINT1.
-    entries.extend_from_slice(&[4, 3, 0, 0, 0, 0, 0xff, 0]);
+    // Local interrupt to every LAPIC (0xff): NMI on LINT1.
     entries.extend_from_slice(&[4, 1, 0, 0, 0, 0, 0xff, 1]);
-    let count = u16::from(cpus) + 2 + u16::from(ISA_IRQS) + 2;
+    let count = u16::from(cpus) + 2 + u16::from(ISA_IRQS) + 1;
 
     let mut t = Vec::with_capacity(44 + entries.len());
     t.extend_from_slice(b"PCMP");

@@ -12,7 +12,7 @@ const MTRR_ENABLE_WB_DEFAULT: u64 = (1 << 11) | 6;
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 0x4;
-const APIC_MODE_EXTINT: u32 = 0x7;
+const APIC_LVT_MASKED: u32 = 1 << 16;
 
 /// The MSRs every vCPU starts with.
 pub fn boot_msrs() -> Msrs {
@@ -51,11 +51,12 @@ fn set_lapic_reg(state: &mut kvm_lapic_state, offset: usize, value: u32) {
     }
 }
 
-/// Wires LINT0 as ExtINT (the 8259 PIC) and LINT1 as NMI, as the MP table and MADT say.
+/// Wires LINT1 as NMI, as the MP table and MADT say. LINT0 stays masked: there is no 8259 PIC
+/// to deliver ExtINT through it.
 pub fn set_lint_modes(state: &mut kvm_lapic_state) {
     let with_mode = |v: u32, mode: u32| (v & !0x700) | (mode << 8);
     let lvt0 = lapic_reg(state, APIC_LVT0);
-    set_lapic_reg(state, APIC_LVT0, with_mode(lvt0, APIC_MODE_EXTINT));
+    set_lapic_reg(state, APIC_LVT0, lvt0 | APIC_LVT_MASKED);
     let lvt1 = lapic_reg(state, APIC_LVT1);
     set_lapic_reg(state, APIC_LVT1, with_mode(lvt1, APIC_MODE_NMI));
 }
@@ -67,7 +68,7 @@ mod tests {
     #[test]
     fn lint_modes_keep_other_bits() {
         let mut s = kvm_lapic_state::default();
-        set_lapic_reg(&mut s, APIC_LVT0, 0x0001_0000); // masked
+        set_lapic_reg(&mut s, APIC_LVT0, 0x0000_0700);
         set_lint_modes(&mut s);
         assert_eq!(lapic_reg(&s, APIC_LVT0), 0x0001_0700);
         assert_eq!(lapic_reg(&s, APIC_LVT1), 0x0000_0400);
