@@ -190,6 +190,8 @@ pub mod code {
         c.extend_from_slice(HALT);
         c
     }
+    /// Writes SLP_TYP 5 with SLP_EN to the ACPI sleep control register (port 0x600): power off.
+    pub const ACPI_POWER_OFF: &[u8] = &[0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xf4, 0xeb, 0xfd];
     /// `ud2` with an empty IDT: #UD -> #GP -> #DF -> triple fault.
     pub const TRIPLE_FAULT: &[u8] = &[0x0f, 0x0b];
     /// Jumps into the MMIO hole, where there is no memory to fetch instructions from.

@@ -22,6 +22,13 @@ fn i8042_reset_ends_cleanly() {
 }
 
 #[test]
+fn acpi_power_off_ends_cleanly() {
+    let out = run_tiny("poweroff", code::ACPI_POWER_OFF);
+    out.expect_status(0);
+    assert!(out.stderr.is_empty(), "{out:#?}");
+}
+
+#[test]
 fn triple_fault_fails_and_prints_registers() {
     let out = run_tiny("triple", code::TRIPLE_FAULT);
     out.expect_status(1);

@@ -10,7 +10,7 @@ use veil_devices::bus::{Bus, BusError};
 use veil_devices::legacy::i8042::I8042_BASE;
 use veil_devices::legacy::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
 use veil_devices::legacy::{
-    BootMarker, DebugExit, ExitSink, I8042, Ioapic, IrqLine, MsiSink, Serial,
+    AcpiSleep, BootMarker, DebugExit, ExitSink, I8042, Ioapic, IrqLine, MsiSink, Serial,
 };
 
 use crate::config::SerialOutput;
@@ -19,6 +19,8 @@ const COM1_BASE: u64 = 0x3f8;
 const COM1_IRQ: usize = 4;
 const BOOT_MARKER_PORT: u64 = 0x80;
 const DEBUG_EXIT_PORT: u64 = 0xf4;
+/// The ACPI sleep control/status registers (FADT SLEEP_CONTROL_REG / SLEEP_STATUS_REG).
+pub(crate) const ACPI_SLEEP_PORT: u64 = 0x600;
 
 /// Errors from creating devices.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +69,8 @@ fn serial_writer(out: &SerialOutput) -> Result<Box<dyn Write + Send>, DeviceErro
     })
 }
 
-/// Creates the IOAPIC (APIC id `ioapic_id`), COM1, the i8042, the boot marker and the
-/// debug-exit port.
+/// Creates the IOAPIC (APIC id `ioapic_id`), COM1, the i8042, the boot marker, the debug-exit
+/// port and the ACPI sleep registers.
 pub(crate) fn create(
     ioapic_id: u8,
     msi: Arc<dyn MsiSink>,
@@ -91,9 +93,14 @@ pub(crate) fn create(
     pio.insert(i8042, I8042_BASE + 4, 1)?;
     pio.insert(Arc::new(Mutex::new(marker)), BOOT_MARKER_PORT, 1)?;
     pio.insert(
-        Arc::new(Mutex::new(DebugExit::new(sink))),
+        Arc::new(Mutex::new(DebugExit::new(sink.clone()))),
         DEBUG_EXIT_PORT,
         1,
+    )?;
+    pio.insert(
+        Arc::new(Mutex::new(AcpiSleep::new(sink))),
+        ACPI_SLEEP_PORT,
+        2,
     )?;
     let mut mmio = Bus::new();
     mmio.insert(ioapic.clone(), IOAPIC_BASE, IOAPIC_SIZE)?;

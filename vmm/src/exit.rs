@@ -19,7 +19,8 @@ pub struct CrashReport {
 /// How the guest's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestExit {
-    /// The guest reset or shut the machine down (i8042 reset, KVM system event): a clean end.
+    /// The guest reset or shut the machine down (i8042 reset, ACPI S5, KVM system event): a
+    /// clean end.
     Shutdown,
     /// The guest wrote this value to the debug-exit port `0xf4`.
     DebugExit(u8),
@@ -81,7 +82,7 @@ impl ExitState {
 impl ExitSink for ExitState {
     fn request_exit(&self, request: ExitRequest) {
         self.set(match request {
-            ExitRequest::Reset => GuestExit::Shutdown,
+            ExitRequest::Reset | ExitRequest::PowerOff => GuestExit::Shutdown,
             ExitRequest::DebugExit(v) => GuestExit::DebugExit(v),
         });
     }

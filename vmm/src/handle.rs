@@ -12,7 +12,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::config::{BootProtocol, VmConfig};
 use crate::devices::{self, DeviceError};
-use crate::exit::{ExitState, GuestExit};
+use crate::exit::{CrashReport, ExitState, GuestExit};
 use crate::memory::{MemoryError, MemoryLayout};
 use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
 use crate::vm::{self, KvmMsi, VmError};
@@ -193,7 +193,17 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .stack_size(VCPU_STACK)
-            .spawn(move || vcpu::run_loop(fd, id, &ctx));
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(fd, id, &ctx));
+                if std::panic::catch_unwind(run).is_err() {
+                    // Never leave `wait` blocked on a vCPU that is gone.
+                    ctx.exit.set(GuestExit::Crashed(CrashReport {
+                        vcpu: id,
+                        reason: "the vCPU thread panicked (a bug in Veil)".into(),
+                        registers: String::new(),
+                    }));
+                }
+            });
         match spawned {
             Ok(t) => threads.push(t),
             Err(source) => {

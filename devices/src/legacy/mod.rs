@@ -8,7 +8,7 @@ pub mod serial;
 
 pub use i8042::I8042;
 pub use ioapic::{Ioapic, MsiMessage, MsiSink};
-pub use ports::{BootMarker, DebugExit};
+pub use ports::{AcpiSleep, BootMarker, DebugExit};
 pub use serial::{IrqLine, Serial};
 
 /// Why a device asks the VMM to end the guest.
@@ -16,6 +16,8 @@ pub use serial::{IrqLine, Serial};
 pub enum ExitRequest {
     /// The guest reset the machine (i8042 command `0xfe`); Veil treats it as a clean end.
     Reset,
+    /// The guest powered the machine off (ACPI sleep state S5).
+    PowerOff,
     /// The guest wrote `value` to the debug-exit port; Veil ends with status `value`.
     DebugExit(u8),
 }

@@ -1,4 +1,5 @@
-//! Two single-purpose ports: the boot marker (`0x80`) and the debug exit (`0xf4`).
+//! Single-purpose ports: the boot marker (`0x80`), the debug exit (`0xf4`) and the ACPI
+//! hardware-reduced sleep control register (`0x600`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -74,6 +75,44 @@ impl BusDevice for DebugExit {
     }
 }
 
+/// The ACPI sleep control register of a hardware-reduced platform (FADT `SLEEP_CONTROL_REG`):
+/// a write with SLP_EN (bit 5) and SLP_TYPx (bits 2..5) = 5, the S5 value the DSDT's `_S5_`
+/// gives, powers the machine off. Reads (the sleep status register) return 0.
+pub struct AcpiSleep {
+    sink: Arc<dyn ExitSink>,
+}
+
+/// The SLP_TYPx value for S5 (soft off) that the DSDT advertises.
+pub const SLP_TYP_S5: u8 = 5;
+const SLP_EN: u8 = 1 << 5;
+
+impl std::fmt::Debug for AcpiSleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcpiSleep")
+    }
+}
+
+impl AcpiSleep {
+    /// A sleep control register that reports power-off to `sink`.
+    pub fn new(sink: Arc<dyn ExitSink>) -> Self {
+        Self { sink }
+    }
+}
+
+impl BusDevice for AcpiSleep {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        if let (0, Some(&v)) = (offset, data.first()) {
+            if v & SLP_EN != 0 && (v >> 2) & 0x7 == SLP_TYP_S5 {
+                self.sink.request_exit(ExitRequest::PowerOff);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +136,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         marker.write(0x80, 0, &[2]);
         assert_eq!(*first.get().unwrap(), t);
+    }
+
+    #[test]
+    fn sleep_register_powers_off_on_s5_only() {
+        let rec = Arc::new(Recorder::default());
+        let mut reg = AcpiSleep::new(rec.clone());
+        reg.write(0x600, 0, &[SLP_TYP_S5 << 2]); // no SLP_EN
+        reg.write(0x600, 0, &[(3 << 2) | SLP_EN]); // S3: not supported, ignored
+        assert!(rec.0.lock().unwrap().is_empty());
+        reg.write(0x600, 0, &[(SLP_TYP_S5 << 2) | SLP_EN]);
+        assert_eq!(*rec.0.lock().unwrap(), vec![ExitRequest::PowerOff]);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! ACPI tables: RSDP at `0xe0000` (reserved BIOS area), then XSDT, RSDT, FADT, DSDT and MADT in
 //! the same area. The FADT is hardware-reduced (Veil has no PM1 blocks, GPEs, SCI or PM timer),
-//! with a reset register at I/O port `0x64` value `0xfe` (the i8042 reset). The DSDT is an empty
-//! AML body: the devices Veil has so far sit at legacy ISA addresses that guests probe on their
-//! own. The MADT lists one local APIC per vCPU, the IOAPIC and LINT1 as NMI.
+//! with a reset register at I/O port `0x64` value `0xfe` (the i8042 reset) and sleep control and
+//! status registers at I/O ports `0x600`/`0x601`. The DSDT holds only `_S5_` (the SLP_TYP value
+//! for soft-off, so guests can power off): the devices Veil has so far sit at legacy ISA
+//! addresses that guests probe on their own. The MADT lists one local APIC per vCPU, the IOAPIC
+//! and LINT1 as NMI.
 
 use super::mptable::{IOAPIC_ADDR, LAPIC_ADDR, checksum};
 
@@ -14,6 +16,13 @@ const HEADER_LEN: usize = 36;
 const FADT_LEN: usize = 276;
 const FADT_HW_REDUCED: u32 = 1 << 20;
 const FADT_RESET_REG_SUP: u32 = 1 << 10;
+/// I/O ports of the sleep control and status registers.
+const SLEEP_CONTROL_PORT: u64 = 0x600;
+const SLEEP_STATUS_PORT: u64 = 0x601;
+/// AML: `Name (_S5_, Package (4) { 5, 0, 0, 0 })`, SLP_TYP 5 for soft-off.
+const AML_S5: [u8; 13] = [
+    0x08, b'_', b'S', b'5', b'_', 0x12, 0x07, 0x04, 0x0a, 0x05, 0x00, 0x00, 0x00,
+];
 /// IA-PC boot architecture flags: 8042 present, VGA not present.
 const IAPC_BOOT_ARCH: u16 = (1 << 1) | (1 << 2);
 
@@ -61,6 +70,11 @@ fn fadt(dsdt: u64) -> Vec<u8> {
     b[at(128)] = 0xfe; // RESET_VALUE
     b[at(131)] = 0; // FADT minor version (6.0)
     b[at(140)..at(148)].copy_from_slice(&dsdt.to_le_bytes());
+    // SLEEP_CONTROL_REG and SLEEP_STATUS_REG: system I/O, 8 bits, byte access.
+    for (off, port) in [(244, SLEEP_CONTROL_PORT), (256, SLEEP_STATUS_PORT)] {
+        b[at(off)..at(off + 4)].copy_from_slice(&[1, 8, 0, 1]);
+        b[at(off + 4)..at(off + 12)].copy_from_slice(&port.to_le_bytes());
+    }
     b[at(268)..at(276)].copy_from_slice(&u64::from_le_bytes(*b"VEILVMM\0").to_le_bytes());
     table(b"FACP", 6, &b)
 }
@@ -78,10 +92,10 @@ pub fn build(cpus: u8) -> Vec<u8> {
     let rsdt_len = HEADER_LEN + 4 * 2;
     let fadt_off = align16(rsdt_off + rsdt_len);
     let dsdt_off = align16(fadt_off + FADT_LEN);
-    let madt_off = align16(dsdt_off + HEADER_LEN);
+    let madt_off = align16(dsdt_off + HEADER_LEN + AML_S5.len());
     let addr = |off: usize| RSDP_ADDR + off as u64;
 
-    let dsdt = table(b"DSDT", 2, &[]);
+    let dsdt = table(b"DSDT", 2, &AML_S5);
     let fadt = fadt(addr(dsdt_off));
     let madt = madt(cpus);
     let mut x = Vec::new();
@@ -177,6 +191,8 @@ mod tests {
                 assert_eq!(t.len(), FADT_LEN);
                 let dsdt = table_at(&blob, u64_at(t, 140));
                 assert_eq!(&dsdt[..4], b"DSDT");
+                assert_eq!(&dsdt[36..], &AML_S5);
+                assert_eq!(u64_at(t, 248), SLEEP_CONTROL_PORT);
                 assert_eq!(u64::from(u32_at(t, 40)), u64_at(t, 140));
                 assert_ne!(u32_at(t, 112) & FADT_HW_REDUCED, 0);
             }
