@@ -1,5 +1,6 @@
 //! A userspace IOAPIC (82093AA, version 0x11, 24 pins) for KVM's split irqchip: the local APICs
-//! are in the kernel, this model turns pin changes into MSIs to them.
+//! are in the kernel, this model turns pin changes into MSIs to them. Its ID register holds an
+//! 8-bit id (the 82093AA has 4 bits) so that it matches the MP table and MADT with up to 254 CPUs.
 //!
 //! Edge-triggered pins deliver on a rising edge (or a [`Ioapic::pulse`]). Level-triggered pins
 //! deliver while asserted, set Remote IRR, and deliver again after the guest's EOI of their vector
@@ -143,7 +144,7 @@ impl Ioapic {
 
     fn read_register(&self) -> u32 {
         match self.select {
-            REG_ID | REG_ARB => (self.id & 0xf) << 24,
+            REG_ID | REG_ARB => (self.id & 0xff) << 24,
             REG_VERSION => ((IOAPIC_PINS as u32 - 1) << 16) | VERSION,
             r if (REG_REDIR..REG_REDIR + 2 * IOAPIC_PINS as u32).contains(&r) => {
                 let entry = self.redir[((r - REG_REDIR) / 2) as usize];
@@ -159,7 +160,7 @@ impl Ioapic {
 
     fn write_register(&mut self, value: u32) {
         match self.select {
-            REG_ID => self.id = (value >> 24) & 0xf,
+            REG_ID => self.id = (value >> 24) & 0xff,
             r if (REG_REDIR..REG_REDIR + 2 * IOAPIC_PINS as u32).contains(&r) => {
                 let pin = ((r - REG_REDIR) / 2) as usize;
                 let old = self.redir[pin];
@@ -263,8 +264,8 @@ mod tests {
 
     #[test]
     fn identifies_itself() {
-        let mut io = Ioapic::new(4, Arc::new(Recorder::default()));
-        assert_eq!(read_reg(&mut io, REG_ID), 4 << 24);
+        let mut io = Ioapic::new(200, Arc::new(Recorder::default()));
+        assert_eq!(read_reg(&mut io, REG_ID), 200 << 24);
         assert_eq!(read_reg(&mut io, REG_VERSION), 0x17_0011);
         assert_eq!(read_reg(&mut io, REG_REDIR) as u64, MASKED);
     }
