@@ -109,16 +109,10 @@ fn from_madt(boot: &BootInfo) -> Option<Cpus> {
             break;
         }
         match kind {
-            0 if elen >= 8 => {
-                if u32_at(madt, off + 4)? & 1 != 0 {
-                    cpus.push(u32::from(u8_at(madt, off + 3)?));
-                }
+            0 if elen >= 8 && u32_at(madt, off + 4)? & 1 != 0 => {
+                cpus.push(u32::from(u8_at(madt, off + 3)?));
             }
-            9 if elen >= 16 => {
-                if u32_at(madt, off + 8)? & 1 != 0 {
-                    cpus.push(u32_at(madt, off + 4)?);
-                }
-            }
+            9 if elen >= 16 && u32_at(madt, off + 8)? & 1 != 0 => cpus.push(u32_at(madt, off + 4)?),
             _ => {}
         }
         off += elen;

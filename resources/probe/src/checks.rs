@@ -5,7 +5,7 @@ use crate::cmdline::{self, CHECKS, Config};
 use crate::{cpu, info, println};
 
 /// Longest command line the probe reads.
-const CMDLINE_MAX: usize = 4096;
+const CMDLINE_MAX: usize = crate::heap::CMDLINE_MAX as usize;
 
 /// Reports the boot facts, parses the command line, runs the chosen checks in `CHECKS` order
 /// and ends the run.
@@ -25,7 +25,7 @@ pub fn run_all(boot: &BootInfo) -> ! {
         println!("PROBE FAIL cmdline: not UTF-8");
         finish(false)
     };
-    info!("cmdline", "{}", line);
+    info!("cmdline", "{}", Printable(line));
     info!("ram_bytes", "{}", boot.ram_bytes());
     match crate::tsc::hz() {
         Some(hz) => info!("tsc_hz", "{}", hz),
@@ -65,6 +65,18 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
             println!("PROBE FAIL {name}: {why}");
             false
         }
+    }
+}
+
+/// Text with control characters shown as `?`, so that it stays on one line.
+struct Printable<'a>(&'a str);
+
+impl core::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write as _;
+        self.0
+            .chars()
+            .try_for_each(|c| f.write_char(if c.is_control() { '?' } else { c }))
     }
 }
 

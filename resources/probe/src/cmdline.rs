@@ -33,6 +33,8 @@ pub enum Error<'a> {
     UnknownToken(&'a str),
     /// A `probe.run=` entry that names no check.
     UnknownCheck(&'a str),
+    /// A `probe.run=` that names no check.
+    NoChecks(&'a str),
     /// A number that does not parse or is out of range.
     BadNumber(&'a str),
 }
@@ -42,6 +44,7 @@ impl core::fmt::Display for Error<'_> {
         match self {
             Error::UnknownToken(t) => write!(f, "unknown token '{t}'"),
             Error::UnknownCheck(t) => write!(f, "unknown check '{t}' in probe.run"),
+            Error::NoChecks(t) => write!(f, "'{t}' names no check"),
             Error::BadNumber(t) => write!(f, "bad number in '{t}'"),
         }
     }
@@ -65,6 +68,9 @@ pub fn parse(line: &str) -> Result<Config, Error<'_>> {
     for token in line.split_ascii_whitespace() {
         if let Some(list) = token.strip_prefix("probe.run=") {
             chose = true;
+            if list.split(',').all(str::is_empty) {
+                return Err(Error::NoChecks(token));
+            }
             for name in list.split(',').filter(|n| !n.is_empty()) {
                 let i = CHECKS
                     .iter()

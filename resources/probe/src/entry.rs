@@ -1,12 +1,13 @@
-//! Everything the probe runs at CPL0, in assembly: on nested KVM every CPL0 instruction goes
-//! through KVM's instruction emulator, which is slow and does not know most SSE instructions, so
-//! no compiled Rust code runs at CPL0.
+//! Everything the probe runs at CPL0, in assembly: on our nested KVM every CPL0 instruction goes
+//! through an instruction emulator, which is slow (~1,700x) and fails on most SSE instructions
+//! (`xorps` ends the VM with "emulation failure"), so no compiled Rust code runs at CPL0.
 //!
 //! - `pvh_entry` (32-bit, the PVH note's entry) and `linux64_entry` (64-bit, `e_entry`, image
 //!   offset 0x200 = the bzImage's 64-bit entry) both write port 0x80 first, then reach
 //!   `common64`: static GDT, stack, SSE on, `.bss` zeroed, static identity map of the first
 //!   4 GiB (user pages, the MMIO hole uncached), the BSP's TSS and the IDT, xAPIC mode, and
-//!   `iretq` to ring 3 at [`crate::probe_main`]`(proto, info)` with IOPL 3.
+//!   `iretq` to ring 3 at [`crate::probe_main`]`(proto, info)` with IOPL 3 (which this nested
+//!   KVM drops: ring 3 does port I/O through the TSS I/O bitmap).
 //! - `ap_entry64`: where the AP trampoline lands; loads the tables and the AP's TSS and drops to
 //!   ring 3 at `crate::smp::ap_main(ticket)`.
 //! - Exceptions (vectors 0-31, IST1) copy their frame to `exc_frame` and leave for ring 3 at
@@ -149,7 +150,8 @@ common64:
     popfq
     mov edi, r12d
     mov rsi, r13
-    lea rax, [rip + ustack_top]
+    # Enter ring 3 with RSP = 8 mod 16, as after a `call`, as the ABI expects.
+    lea rax, [rip + ustack_top - 8]
     push {uds}
     push rax
     push {rflags}
@@ -199,6 +201,7 @@ ap_entry64:
     lidt [rip + idtr]
     mov rax, rsp
     add rax, [rip + ap_ustack_offset]
+    sub rax, 8
     push {uds}
     push rax
     push {rflags}
@@ -286,7 +289,7 @@ exc_common:
     mov rax, cr2
     mov [rdi], rax
     lea rdi, [rip + exc_frame]
-    lea rax, [rip + exc_ustack_top]
+    lea rax, [rip + exc_ustack_top - 8]
     push {uds}
     push rax
     push {rflags}

@@ -1,8 +1,11 @@
 //! A bump allocator over the RAM after the probe's image: page tables, descriptor tables, stacks
-//! and workload buffers. It never frees; it skips the initrd and stays inside RAM regions.
+//! and workload buffers. It never frees; it skips the initrd and the command line and stays inside RAM regions.
 
 use crate::bootinfo::BootInfo;
 use crate::global::Global;
+
+/// Bytes of the command line kept clear of allocations (the longest the probe reads).
+pub const CMDLINE_MAX: u64 = 4096;
 
 static NEXT: Global<u64> = Global::new(0);
 
@@ -19,7 +22,8 @@ pub unsafe fn init() {
     unsafe { NEXT.set(core::ptr::addr_of!(__image_end) as u64) }
 }
 
-/// Allocates `size` bytes aligned to `align` (a power of two) in RAM, skipping the initrd.
+/// Allocates `size` bytes aligned to `align` (a power of two) in RAM, skipping the initrd and
+/// the command line.
 /// The memory is not zeroed. Returns `None` if no RAM region after the image fits.
 ///
 /// # Safety

@@ -39,19 +39,14 @@ pub unsafe fn extend(boot: &BootInfo) -> Option<u64> {
     let pdpt = core::ptr::addr_of!(boot_pdpt) as *mut u64;
     for g in 4..top / GIB {
         let base = g * GIB;
-        let entry = {
-            // SAFETY: BSP only (caller's contract).
-            let pd = unsafe { crate::heap::alloc(boot, 4096, 4096) }?;
-            for i in 0..512u64 {
-                // SAFETY: `pd` is a fresh heap page below 4 GiB or already mapped.
-                unsafe {
-                    (pd as *mut u64)
-                        .add(i as usize)
-                        .write_volatile((base + (i << 21)) | PRESENT_RW_USER | HUGE)
-                };
-            }
-            pd | PRESENT_RW_USER
-        };
+        // SAFETY: BSP only (caller's contract).
+        let pd = unsafe { crate::heap::alloc(boot, 4096, 4096) }?;
+        for i in 0..512u64 {
+            let pde = (base + (i << 21)) | PRESENT_RW_USER | HUGE;
+            // SAFETY: `pd` is a fresh heap page, below 4 GiB or already mapped.
+            unsafe { (pd as *mut u64).add(i as usize).write_volatile(pde) };
+        }
+        let entry = pd | PRESENT_RW_USER;
         // SAFETY: the PDPT is identity-mapped user RAM; entry `g` (4 <= g < 512) was not present,
         // so no translation of it is cached.
         unsafe { pdpt.add(g as usize).write_volatile(entry) };

@@ -102,7 +102,7 @@ pub fn memlat(boot: &BootInfo, cfg: &Config) -> Result<(), Why> {
         seed ^= seed << 17;
         seed
     };
-    // SAFETY (this block and the loops below): every node is inside the BSP's own buffer.
+    // SAFETY: every node index is below `n`, so every node is inside the BSP's own buffer.
     unsafe {
         for i in 0..n {
             node(i).write(i);
