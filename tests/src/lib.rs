@@ -110,8 +110,31 @@ pub fn veil<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     run_with_limit(cmd, Duration::from_secs(60))
 }
 
+/// A temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh, empty temporary directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
+pub fn temp_dir(name: &str) -> TempDir {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "veil-test-{}-{}-{name}",
@@ -120,7 +143,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a temp dir");
-    dir
+    TempDir(dir)
 }
 
 /// Writes `bytes` to `dir/name` and returns the path.
@@ -188,6 +211,20 @@ pub mod code {
     pub fn i8042_reset() -> Vec<u8> {
         let mut c = vec![0xb0, 0xfe, 0xe6, 0x64];
         c.extend_from_slice(HALT);
+        c
+    }
+    /// Writes `text` to COM1 with one `rep outsb` (string I/O), then exits with status 0.
+    pub fn print_rep_outsb(text: &[u8]) -> Vec<u8> {
+        const MSG_OFF: u32 = 0x80;
+        let mut c = vec![0xbe]; // mov esi, msg
+        c.extend_from_slice(&(super::TINY_LOAD_ADDR as u32 + MSG_OFF).to_le_bytes());
+        c.push(0xb9); // mov ecx, len
+        c.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+        c.extend_from_slice(&[0xf3, 0x6e]); // rep outsb
+        c.extend(debug_exit(0));
+        c.resize(MSG_OFF as usize, 0x90);
+        c.extend_from_slice(text);
         c
     }
     /// Writes SLP_TYP 5 with SLP_EN to the ACPI sleep control register (port 0x600): power off.

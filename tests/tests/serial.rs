@@ -12,6 +12,20 @@ fn serial_to_stdout_carries_the_guests_bytes() {
 }
 
 #[test]
+fn string_io_carries_every_byte() {
+    let dir = temp_dir("serial-rep");
+    let text = b"rep outsb: one exit, many bytes\n";
+    let kernel = write_file(
+        &dir,
+        "kernel",
+        &tiny_pvh_kernel(&code::print_rep_outsb(text)),
+    );
+    let out = veil(&["run", "--kernel", kernel.to_str().unwrap()]);
+    out.expect_status(0);
+    assert_eq!(out.stdout.as_bytes(), text);
+}
+
+#[test]
 fn serial_to_a_file() {
     let dir = temp_dir("serial-file");
     let log = dir.join("console.log");
