@@ -55,6 +55,8 @@ pub struct Ioapic {
     select: u32,
     redir: [u64; IOAPIC_PINS],
     asserted: u32,
+    /// The routes last given to the sink (routing updates are costly for KVM: skip no-ops).
+    routes: Vec<(u32, MsiMessage)>,
     sink: Arc<dyn MsiSink>,
 }
 
@@ -90,6 +92,7 @@ impl Ioapic {
             select: 0,
             redir: [MASKED; IOAPIC_PINS],
             asserted: 0,
+            routes: Vec::new(),
             sink,
         }
     }
@@ -182,12 +185,15 @@ impl Ioapic {
         }
     }
 
-    fn update_routes(&self) {
+    fn update_routes(&mut self) {
         let routes: Vec<(u32, MsiMessage)> = (0..IOAPIC_PINS)
             .filter(|&p| self.redir[p] & MASKED == 0)
             .map(|p| (p as u32, entry_message(self.redir[p])))
             .collect();
-        self.sink.set_routes(&routes);
+        if routes != self.routes {
+            self.sink.set_routes(&routes);
+            self.routes = routes;
+        }
     }
 }
 
@@ -226,6 +232,7 @@ mod tests {
     struct Recorder {
         sent: Mutex<Vec<MsiMessage>>,
         routes: Mutex<Vec<(u32, MsiMessage)>>,
+        route_updates: Mutex<usize>,
     }
     impl MsiSink for Recorder {
         fn send_msi(&self, msg: MsiMessage) {
@@ -233,6 +240,7 @@ mod tests {
         }
         fn set_routes(&self, routes: &[(u32, MsiMessage)]) {
             *self.routes.lock().unwrap() = routes.to_vec();
+            *self.route_updates.lock().unwrap() += 1;
         }
     }
 
@@ -290,6 +298,12 @@ mod tests {
         };
         assert_eq!(sent, vec![msg, msg]);
         assert_eq!(*rec.routes.lock().unwrap(), vec![(4, msg)]);
+        // Masking other pins (as guests do at boot) changes no route: no update.
+        let updates = *rec.route_updates.lock().unwrap();
+        for pin in 5..24 {
+            program(&mut io, pin, MASKED);
+        }
+        assert_eq!(*rec.route_updates.lock().unwrap(), updates);
     }
 
     #[test]
