@@ -93,6 +93,16 @@ fn initramfs_missing() {
 }
 
 #[test]
+fn serial_file_that_cannot_be_created() {
+    let out = veil(&["run", "--serial", "file=/no/such/dir/console.log"]);
+    fails_with(
+        &out,
+        1,
+        &["--serial file=/no/such/dir/console.log", "No such file"],
+    );
+}
+
+#[test]
 fn memory_zero_unparsable_or_beyond_the_host() {
     fails_with(&veil(&["run", "--memory", "0"]), 2, &["--memory", "got 0"]);
     fails_with(

@@ -42,6 +42,13 @@ fn stop_ends_a_guest_that_would_run_forever() {
 }
 
 #[test]
+fn the_handle_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<veil_vmm::VmHandle>();
+    send_sync::<VmConfig>();
+}
+
+#[test]
 fn config_errors_name_the_setting() {
     let err = VmConfig::builder(Kernel::File("k".into()))
         .cpus(0)
