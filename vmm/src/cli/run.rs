@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use veil_vmm::{
-    BootProtocol, GuestExit, Kernel, MemorySize, SerialOutput, VmConfig, launch, probe_image,
-};
+use veil_vmm::{BootProtocol, GuestExit, Kernel, MemorySize, SerialOutput, VmConfig, launch};
 
 /// Arguments of `veil run`.
 #[derive(Debug, clap::Args)]
@@ -97,10 +95,7 @@ pub fn execute(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
     });
     let kernel = match args.kernel {
         Some(path) => Kernel::File(path),
-        None => Kernel::Embedded {
-            name: "the embedded probe guest",
-            bytes: probe_image::PROBE_ELF,
-        },
+        None => Kernel::probe(),
     };
     let mut builder = VmConfig::builder(kernel)
         .cmdline(args.cmdline)
