@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
+use crate::virtio_config::{self, Transport, VirtioConfigError, VirtioDeviceConfig};
+
 /// Most vCPUs Veil gives a guest: xAPIC ids are 8 bits and `0xff` is the broadcast id, so the MP
 /// table and the MADT's local APIC entries name CPUs `0..=253` and the IOAPIC takes id 254.
 pub const MAX_CPUS: u32 = 254;
@@ -48,6 +50,9 @@ pub enum ConfigError {
     /// A command line the guest could not receive.
     #[error("--cmdline: {0}")]
     BadCmdline(&'static str),
+    /// A virtio device setting.
+    #[error(transparent)]
+    Virtio(#[from] VirtioConfigError),
 }
 
 /// The kernel to boot.
@@ -147,6 +152,8 @@ pub struct VmConfig {
     memory: u64,
     serial: SerialOutput,
     start: Instant,
+    devices: Vec<VirtioDeviceConfig>,
+    transport: Transport,
 }
 
 impl VmConfig {
@@ -162,6 +169,8 @@ impl VmConfig {
                 memory: 256 << 20,
                 serial: SerialOutput::Stdout,
                 start: Instant::now(),
+                devices: Vec::new(),
+                transport: Transport::Pci,
             },
             host_memory: None,
         }
@@ -198,6 +207,14 @@ impl VmConfig {
     /// The instant the boot timer measures from.
     pub fn start(&self) -> Instant {
         self.start
+    }
+    /// The virtio devices, in the order the guest finds them.
+    pub fn devices(&self) -> &[VirtioDeviceConfig] {
+        &self.devices
+    }
+    /// The transport of devices that do not pick their own.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 }
 
@@ -244,6 +261,16 @@ impl VmConfigBuilder {
         self.cfg.start = start;
         self
     }
+    /// Adds a virtio device after those already added.
+    pub fn device(mut self, device: VirtioDeviceConfig) -> Self {
+        self.cfg.devices.push(device);
+        self
+    }
+    /// The transport of devices that do not pick their own (default: PCI).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.cfg.transport = transport;
+        self
+    }
     /// Checks memory against this amount instead of the host's RAM (for tests).
     pub fn host_memory(mut self, bytes: u64) -> Self {
         self.host_memory = Some(bytes);
@@ -278,6 +305,7 @@ impl VmConfigBuilder {
         if cfg.cmdline.contains('\0') {
             return Err(ConfigError::BadCmdline("contains a NUL byte"));
         }
+        virtio_config::validate(&cfg.devices, cfg.transport)?;
         Ok(cfg)
     }
 }

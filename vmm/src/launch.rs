@@ -6,6 +6,8 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm};
 
 use crate::config::{BootProtocol, VmConfig};
+use crate::device_manager::routing::GsiRoutes;
+use crate::device_manager::{self, DeviceManagerError, Machine};
 use crate::devices::{self, DeviceError};
 use crate::exit::{CrashReport, ExitState, GuestExit};
 use crate::handle::{VmHandle, kick_signal, on_kick, stop_threads};
@@ -47,6 +49,9 @@ pub enum LaunchError {
     /// Devices.
     #[error(transparent)]
     Devices(#[from] DeviceError),
+    /// Virtio devices.
+    #[error(transparent)]
+    Virtio(#[from] DeviceManagerError),
     /// A vCPU.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -115,7 +120,7 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
     };
     let cpus = config.cpus();
     write_platform_tables(&memory, cpus as u8).map_err(BootError::from)?;
-    let cmdline_len = boot::write_cmdline(&memory, config.cmdline())?;
+    let cmdline_len = boot::write_cmdline(&memory, &device_manager::cmdline(config)?)?;
     let e820 = layout.e820();
     match protocol {
         BootProtocol::Pvh => pvh::write(&memory, &e820, initramfs).map_err(BootError::from)?,
@@ -133,13 +138,26 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
 
     let vm = Arc::new(vm);
     let exit = Arc::new(ExitState::default());
-    let devs = devices::create(
+    let routes = Arc::new(GsiRoutes::new(vm.clone()));
+    let msi = KvmMsi {
+        vm: vm.clone(),
+        routes: routes.clone(),
+    };
+    let mut devs = devices::create(
         cpus as u8,
-        Arc::new(KvmMsi(vm.clone())),
+        Arc::new(msi),
         config.serial(),
         config.start(),
         exit.clone(),
     )?;
+    let machine = Machine {
+        vm: &vm,
+        memory: &memory,
+        high_ram: layout.high_ram(),
+        routes: &routes,
+    };
+    // The functions live on the buses; the returned BAR table is for tests.
+    let _ = device_manager::attach(config, &machine, &mut devs.pio, &mut devs.mmio)?;
     let setup = VcpuSetup {
         supported_cpuid: kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod config;
+mod device_manager;
 mod devices;
 pub mod exit;
 mod handle;
@@ -24,6 +25,7 @@ mod launch;
 pub mod memory;
 pub mod probe_image;
 mod vcpu;
+pub mod virtio_config;
 mod vm;
 pub mod x86;
 
@@ -31,3 +33,6 @@ pub use config::{BootProtocol, ConfigError, Kernel, MemorySize, SerialOutput, Vm
 pub use exit::{CrashReport, GuestExit};
 pub use handle::VmHandle;
 pub use launch::{LaunchError, launch};
+pub use virtio_config::{
+    ConsoleOutput, DiskConfig, DiskEngine, NetConfig, Transport, VirtioDeviceConfig, VsockConfig,
+};

@@ -11,10 +11,8 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{
-    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_MSI, KvmIrqRouting, kvm_enable_cap,
-    kvm_irq_routing_entry, kvm_msi, kvm_userspace_memory_region,
-};
+use crate::device_manager::routing::GsiRoutes;
+use kvm_bindings::{KVM_CAP_SPLIT_IRQCHIP, kvm_enable_cap, kvm_msi, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use veil_devices::legacy::ioapic::IOAPIC_PINS;
 use veil_devices::legacy::{MsiMessage, MsiSink};
@@ -81,7 +79,12 @@ pub fn create(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
 
 /// Interrupt delivery to the in-kernel local APICs, for the userspace IOAPIC.
 #[derive(Debug)]
-pub struct KvmMsi(pub Arc<VmFd>);
+pub struct KvmMsi {
+    /// The VM.
+    pub vm: Arc<VmFd>,
+    /// The GSI routing table the IOAPIC's pin routes go into.
+    pub routes: Arc<GsiRoutes>,
+}
 
 impl MsiSink for KvmMsi {
     fn send_msi(&self, msg: MsiMessage) {
@@ -91,33 +94,12 @@ impl MsiSink for KvmMsi {
             data: msg.data,
             ..Default::default()
         };
-        if let Err(e) = self.0.signal_msi(msi) {
+        if let Err(e) = self.vm.signal_msi(msi) {
             log::warn!("KVM_SIGNAL_MSI {msg:x?}: {e}");
         }
     }
 
     fn set_routes(&self, routes: &[(u32, MsiMessage)]) {
-        let entries: Vec<kvm_irq_routing_entry> = routes
-            .iter()
-            .map(|(gsi, msg)| {
-                let mut e = kvm_irq_routing_entry {
-                    gsi: *gsi,
-                    type_: KVM_IRQ_ROUTING_MSI,
-                    ..Default::default()
-                };
-                e.u.msi.address_lo = msg.address as u32;
-                e.u.msi.address_hi = (msg.address >> 32) as u32;
-                e.u.msi.data = msg.data;
-                e
-            })
-            .collect();
-        match KvmIrqRouting::from_entries(&entries) {
-            Ok(table) => {
-                if let Err(e) = self.0.set_gsi_routing(&table) {
-                    log::warn!("KVM_SET_GSI_ROUTING: {e}");
-                }
-            }
-            Err(e) => log::warn!("GSI routing table: {e:?}"),
-        }
+        self.routes.set_pins(routes);
     }
 }

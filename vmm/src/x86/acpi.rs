@@ -4,9 +4,10 @@
 //! status registers at I/O ports `0x600`/`0x601`. The DSDT holds only `_S5_` (the SLP_TYP value
 //! for soft-off, so guests can power off): the devices Veil has so far sit at legacy ISA
 //! addresses that guests probe on their own. The MADT lists one local APIC per vCPU, the IOAPIC
-//! and LINT1 as NMI.
+//! and LINT1 as NMI. The MCFG announces the PCI ECAM window of bus 0.
 
 use super::mptable::{IOAPIC_ADDR, LAPIC_ADDR, checksum};
+use crate::device_manager::ECAM_BASE;
 
 /// Guest-physical address of the RSDP.
 pub const RSDP_ADDR: u64 = 0xe_0000;
@@ -58,6 +59,15 @@ fn madt(cpus: u8) -> Vec<u8> {
     table(b"APIC", 4, &b)
 }
 
+/// MCFG: one allocation, segment 0, buses 0..=0, at the ECAM window.
+fn mcfg() -> Vec<u8> {
+    let mut b = vec![0u8; 8]; // reserved
+    b.extend_from_slice(&ECAM_BASE.to_le_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]); // segment 0, start bus 0, end bus 0
+    b.extend_from_slice(&[0; 4]);
+    table(b"MCFG", 1, &b)
+}
+
 fn fadt(dsdt: u64) -> Vec<u8> {
     let mut b = vec![0u8; FADT_LEN - HEADER_LEN];
     let at = |off: usize| off - HEADER_LEN;
@@ -87,20 +97,22 @@ fn align16(n: usize) -> usize {
 pub fn build(cpus: u8) -> Vec<u8> {
     // Offsets from RSDP_ADDR; each table 16-byte aligned.
     let xsdt_off = 64;
-    let xsdt_len = HEADER_LEN + 8 * 2;
+    let xsdt_len = HEADER_LEN + 8 * 3;
     let rsdt_off = align16(xsdt_off + xsdt_len);
-    let rsdt_len = HEADER_LEN + 4 * 2;
+    let rsdt_len = HEADER_LEN + 4 * 3;
     let fadt_off = align16(rsdt_off + rsdt_len);
     let dsdt_off = align16(fadt_off + FADT_LEN);
     let madt_off = align16(dsdt_off + HEADER_LEN + AML_S5.len());
+    let madt = madt(cpus);
+    let mcfg = mcfg();
+    let mcfg_off = align16(madt_off + madt.len());
     let addr = |off: usize| RSDP_ADDR + off as u64;
 
     let dsdt = table(b"DSDT", 2, &AML_S5);
     let fadt = fadt(addr(dsdt_off));
-    let madt = madt(cpus);
     let mut x = Vec::new();
     let mut r = Vec::new();
-    for off in [fadt_off, madt_off] {
+    for off in [fadt_off, madt_off, mcfg_off] {
         x.extend_from_slice(&addr(off).to_le_bytes());
         r.extend_from_slice(&(addr(off) as u32).to_le_bytes());
     }
@@ -119,7 +131,7 @@ pub fn build(cpus: u8) -> Vec<u8> {
     rsdp[8] = checksum(&rsdp[..20]);
     rsdp[32] = checksum(&rsdp);
 
-    let mut blob = vec![0u8; madt_off + madt.len()];
+    let mut blob = vec![0u8; mcfg_off + mcfg.len()];
     for (off, t) in [
         (0, &rsdp),
         (xsdt_off, &xsdt),
@@ -127,6 +139,7 @@ pub fn build(cpus: u8) -> Vec<u8> {
         (fadt_off, &fadt),
         (dsdt_off, &dsdt),
         (madt_off, &madt),
+        (mcfg_off, &mcfg),
     ] {
         blob[off..off + t.len()].copy_from_slice(t);
     }
@@ -187,6 +200,10 @@ mod tests {
                 }
                 assert_eq!(off, t.len());
             }
+            if &t[..4] == b"MCFG" {
+                assert_eq!(t.len(), 60);
+                assert_eq!(u64_at(t, 44), ECAM_BASE);
+            }
             if &t[..4] == b"FACP" {
                 assert_eq!(t.len(), FADT_LEN);
                 let dsdt = table_at(&blob, u64_at(t, 140));
@@ -197,7 +214,10 @@ mod tests {
                 assert_ne!(u32_at(t, 112) & FADT_HW_REDUCED, 0);
             }
         }
-        assert_eq!(sigs, vec![b"FACP".to_vec(), b"APIC".to_vec()]);
+        assert_eq!(
+            sigs,
+            vec![b"FACP".to_vec(), b"APIC".to_vec(), b"MCFG".to_vec()]
+        );
         assert_eq!(ids, vec![0, 1, 2]);
     }
 
