@@ -163,3 +163,32 @@ fn a_missing_image_is_a_clear_error() {
     out.expect_status(2);
     assert!(out.stderr.contains("num_queues"), "{}", out.stderr);
 }
+
+#[test]
+fn o_direct_images_take_guest_writes_with_either_engine() {
+    let dir = temp_dir("blk-direct");
+    let img = image(&dir, b"direct-io-disk!!", 0);
+    for (engine, transport) in [("sync", "mmio"), ("auto", "pci")] {
+        let out = veil(&[
+            "run",
+            "--transport",
+            transport,
+            "--disk",
+            &format!("path={},direct=on,engine={engine}", img.display()),
+            "--cmdline",
+            &format!("probe.run=blk probe.blk_write={PATTERN}"),
+        ]);
+        if out.status == Some(1) && out.stderr.contains("Invalid argument") {
+            eprintln!(
+                "skipping: the file system of {} does not support O_DIRECT: {}",
+                dir.display(),
+                out.stderr.trim()
+            );
+            return;
+        }
+        out.expect_status(0);
+        assert!(out.stdout.contains("PROBE ok blk\r\n"), "{out:#?}");
+        assert_eq!(sector1(&img), pattern_bytes(PATTERN).repeat(32));
+        fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    }
+}
