@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{Measured, median, number_after, run_measured, tiny_pvh_elf};
+use veil_benches::{
+    Measured, harness_anon_rss_kib, median, number_after, run_measured, tiny_pvh_elf,
+};
 
 /// Guest RAM for every peer, MiB (only touched pages count toward RSS).
 const MEMORY_MIB: u32 = 128;
@@ -258,13 +260,24 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
             s.rss_mib.push(m.max_rss_kib as f64 / 1024.0);
             if peer == Peer::Veil {
                 let text = format!("{}\n{}", m.stdout, m.stderr);
-                if let Some(v) = number_after(&text, "start_to_guest_ms") {
+                // `veil run --boot-timer` prints "veil: boot timer: X ms from veil's start to the
+                // guest's first write to port 0x80"; a `start_to_guest_ms=X` line also counts.
+                let v = number_after(&text, "start_to_guest_ms")
+                    .or_else(|| number_after(&text, "boot timer:"));
+                if let Some(v) = v {
                     s.start_to_guest_ms.push(v);
                 }
             }
         }
     }
     report(peers, &samples);
+    if let Some(kib) = harness_anon_rss_kib() {
+        println!(
+            "(peak RSS is ru_maxrss from wait4 after fork+exec; it cannot read below the \
+             harness's anonymous RSS, now {:.2} MiB)",
+            kib as f64 / 1024.0
+        );
+    }
     Ok(())
 }
 
