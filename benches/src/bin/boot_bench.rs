@@ -258,6 +258,12 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
             let s = &mut samples[i];
             s.wall_ms.push(m.wall.as_secs_f64() * 1e3);
             s.rss_mib.push(m.max_rss_kib as f64 / 1024.0);
+            if peer == Peer::FloorIo {
+                // "kvm_floor: first port write (port 0x80) X ms after main"
+                if let Some(v) = number_after(&m.stderr, "first port write (port 0x80)") {
+                    s.start_to_guest_ms.push(v);
+                }
+            }
             if peer == Peer::Veil {
                 let text = format!("{}\n{}", m.stdout, m.stderr);
                 // `veil run --boot-timer` prints "veil: boot timer: X ms from veil's start to the
@@ -333,6 +339,14 @@ fn report(peers: &[Peer], samples: &[Samples]) {
     } else if peers.contains(&Peer::Veil) {
         println!("veil start_to_guest_ms: not reported by `veil run --boot-timer`");
     }
+    let floor_s2g = med(Peer::FloorIo, |s| &s.start_to_guest_ms);
+    if let Some(v) = floor_s2g {
+        println!(
+            "{:<32} {v:>8.2} ms (median, from its main)",
+            "floor start_to_guest_ms"
+        );
+    }
+    ratio("veil/floor start_to_guest_ms", s2g, floor_s2g);
     if let (Some(v), Some(f)) = (wall(Peer::Veil), wall(Peer::Floor)) {
         let r = v / f;
         let verdict = if r <= GOAL_FLOOR_RATIO {
@@ -350,12 +364,13 @@ fn report(peers: &[Peer], samples: &[Samples]) {
     let fmt = |v: Option<f64>| v.map_or_else(|| "na".to_string(), |v| format!("{v:.2}"));
     println!(
         "RESULT floor_io_ms={} floor_ms={} qemu_ms={} veil_ms={} veil_start_to_guest_ms={} \
-         floor_rss_mib={} qemu_rss_mib={} veil_rss_mib={}",
+         floor_start_to_guest_ms={} floor_rss_mib={} qemu_rss_mib={} veil_rss_mib={}",
         fmt(wall(Peer::FloorIo)),
         fmt(wall(Peer::Floor)),
         fmt(wall(Peer::Qemu)),
         fmt(wall(Peer::Veil)),
         fmt(s2g),
+        fmt(floor_s2g),
         fmt(rss(Peer::Floor)),
         fmt(rss(Peer::Qemu)),
         fmt(rss(Peer::Veil)),
