@@ -14,6 +14,7 @@ use crate::config::{BootProtocol, VmConfig};
 use crate::devices::{self, DeviceError};
 use crate::exit::{CrashReport, ExitState, GuestExit};
 use crate::memory::{MemoryError, MemoryLayout};
+use crate::seccomp::{Filters, Role, SeccompError, StartGate};
 use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
 use crate::vm::{self, KvmMsi, VmError};
 use crate::x86::boot::{self, BootError, linux, pvh};
@@ -54,6 +55,9 @@ pub enum LaunchError {
     /// A vCPU.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// A vCPU thread could not be started.
     #[error("starting vCPU thread {id}: {source}")]
     Thread {
@@ -187,13 +191,27 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         exit: exit.clone(),
         logged_mmio: Mutex::new(Vec::new()),
     });
+    // Each vCPU thread installs its filter, reports, and waits at the gate until the launching
+    // thread is filtered too: no thread runs guest code unfiltered.
+    let filters = Arc::new(Filters::new(config.seccomp())?);
+    let gate = Arc::new(StartGate::default());
+    let (installed_tx, installed) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(cpus as usize);
     for (id, fd) in (0..cpus).zip(fds) {
         let ctx = ctx.clone();
+        let (filters, thread_gate, installed_tx) =
+            (filters.clone(), gate.clone(), installed_tx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .stack_size(VCPU_STACK)
             .spawn(move || {
+                let filtered = filters.install(Role::Vcpu);
+                let ok = filtered.is_ok();
+                let _ = installed_tx.send(filtered);
+                thread_gate.wait();
+                if !ok {
+                    return;
+                }
                 let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(fd, id, &ctx));
                 if std::panic::catch_unwind(run).is_err() {
                     // Never leave `wait` blocked on a vCPU that is gone.
@@ -208,11 +226,30 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
             Ok(t) => threads.push(t),
             Err(source) => {
                 exit.set(GuestExit::Stopped);
+                gate.open();
                 stop_threads(&mut threads);
                 return Err(LaunchError::Thread { id, source });
             }
         }
     }
+    drop(installed_tx);
+    let mut filtered: Result<(), SeccompError> = Ok(());
+    for _ in 0..cpus {
+        // Every thread sends before it waits; a closed channel would mean a thread died first.
+        if let Ok(Err(e)) = installed.recv() {
+            filtered = Err(e);
+        }
+    }
+    if filtered.is_ok() && config.seccomp_launching_thread() {
+        filtered = filters.install(Role::Vmm);
+    }
+    if let Err(e) = filtered {
+        exit.set(GuestExit::Stopped);
+        gate.open();
+        stop_threads(&mut threads);
+        return Err(e.into());
+    }
+    gate.open();
     Ok(VmHandle {
         exit,
         threads: Mutex::new(threads),

@@ -1,0 +1,212 @@
+//! The allow-lists, one file per thread role, written with a few helpers so that each rule reads
+//! as "syscall, and the arguments it may take". Why each syscall is allowed is in the role files
+//! and in docs/security.md.
+//!
+//! Filters stack: a thread keeps the filters of the thread that created it and adds its own, and
+//! a syscall runs only if every filter allows it. Device workers are started by the VMM thread,
+//! so the VMM role allows everything the device-worker role does (see `vmm.rs`).
+
+pub(super) mod common;
+pub(super) mod vcpu;
+pub(super) mod vmm;
+pub(super) mod worker;
+
+use std::collections::BTreeMap;
+
+use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
+
+/// A syscall allow-list under construction: syscall number -> the argument rules that allow it
+/// (any one rule suffices; no rules means "any arguments").
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Rules {
+    map: BTreeMap<i64, Allowed>,
+}
+
+#[derive(Debug, Clone)]
+enum Allowed {
+    Always,
+    If(Vec<SeccompRule>),
+}
+
+impl Rules {
+    /// Allows `syscalls` with any arguments.
+    pub(crate) fn allow(&mut self, syscalls: &[i64]) -> &mut Self {
+        for nr in syscalls {
+            self.map.insert(*nr, Allowed::Always);
+        }
+        self
+    }
+
+    /// Allows `syscall` when all of `conds` hold (in addition to its other rules).
+    pub(crate) fn allow_if(&mut self, syscall: i64, conds: Vec<SeccompCondition>) -> &mut Self {
+        let rule = SeccompRule::new(conds).expect("every allow_if call names a condition");
+        match self.map.entry(syscall).or_insert(Allowed::If(Vec::new())) {
+            Allowed::Always => {}
+            Allowed::If(rules) => rules.push(rule),
+        }
+        self
+    }
+
+    /// Allows `ioctl` with each of the request numbers `requests`.
+    pub(crate) fn ioctls(&mut self, requests: &[u64]) -> &mut Self {
+        for req in requests {
+            self.allow_if(libc::SYS_ioctl, vec![arg_eq(1, *req)]);
+        }
+        self
+    }
+
+    /// Adds every rule of `other`.
+    pub(crate) fn extend(&mut self, other: &Rules) -> &mut Self {
+        for (nr, allowed) in &other.map {
+            match allowed {
+                Allowed::Always => {
+                    self.allow(&[*nr]);
+                }
+                Allowed::If(rules) => {
+                    for rule in rules {
+                        match self.map.entry(*nr).or_insert(Allowed::If(Vec::new())) {
+                            Allowed::Always => {}
+                            Allowed::If(mine) => {
+                                if !mine.contains(rule) {
+                                    mine.push(rule.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// Whether `syscall` is allowed at all (with some arguments).
+    pub(crate) fn mentions(&self, syscall: i64) -> bool {
+        self.map.contains_key(&syscall)
+    }
+
+    /// The map seccompiler compiles.
+    pub(crate) fn into_map(self) -> BTreeMap<i64, Vec<SeccompRule>> {
+        self.map
+            .into_iter()
+            .map(|(nr, allowed)| match allowed {
+                Allowed::Always => (nr, Vec::new()),
+                Allowed::If(rules) => (nr, rules),
+            })
+            .collect()
+    }
+}
+
+/// Argument `index` equals `value`, compared on its low 32 bits (ioctl requests, flags and
+/// socket domains are C ints: the kernel ignores the upper half).
+pub(crate) fn arg_eq(index: u8, value: u64) -> SeccompCondition {
+    SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+        .expect("argument indices used here are below 6")
+}
+
+/// The bits `mask` of argument `index` equal `value`.
+pub(crate) fn arg_masked(index: u8, mask: u64, value: u64) -> SeccompCondition {
+    SeccompCondition::new(
+        index,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(mask),
+        value,
+    )
+    .expect("argument indices used here are below 6")
+}
+
+/// ioctl request numbers, computed from the kernel's encoding (`_IO`, `_IOR`, `_IOW`) and the
+/// sizes of the kvm-bindings structs, so they match the running kernel's headers.
+pub(crate) mod ioctl {
+    use std::os::raw::c_int;
+
+    use kvm_bindings::{
+        KVMIO, kvm_ioeventfd, kvm_irq_routing, kvm_irqfd, kvm_msi, kvm_regs, kvm_sregs,
+    };
+    use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr};
+
+    ioctl_io_nr!(kvm_run, KVMIO, 0x80);
+    ioctl_ior_nr!(kvm_get_regs, KVMIO, 0x81, kvm_regs);
+    ioctl_ior_nr!(kvm_get_sregs, KVMIO, 0x83, kvm_sregs);
+    ioctl_iow_nr!(kvm_set_gsi_routing, KVMIO, 0x6a, kvm_irq_routing);
+    ioctl_iow_nr!(kvm_irqfd, KVMIO, 0x76, kvm_irqfd);
+    ioctl_iow_nr!(kvm_ioeventfd, KVMIO, 0x79, kvm_ioeventfd);
+    ioctl_iow_nr!(kvm_signal_msi, KVMIO, 0xa5, kvm_msi);
+    ioctl_iow_nr!(tun_set_offload, 0x54, 208, std::os::raw::c_uint);
+
+    /// `KVM_RUN`.
+    pub(crate) fn run() -> u64 {
+        kvm_run()
+    }
+    /// `KVM_GET_REGS` (crash reports).
+    pub(crate) fn get_regs() -> u64 {
+        kvm_get_regs()
+    }
+    /// `KVM_GET_SREGS` (crash reports).
+    pub(crate) fn get_sregs() -> u64 {
+        kvm_get_sregs()
+    }
+    /// `KVM_SET_GSI_ROUTING` (IOAPIC redirection table changes).
+    pub(crate) fn set_gsi_routing() -> u64 {
+        kvm_set_gsi_routing()
+    }
+    /// `KVM_IRQFD` (binding a device interrupt eventfd).
+    pub(crate) fn irqfd() -> u64 {
+        kvm_irqfd()
+    }
+    /// `KVM_IOEVENTFD` (binding a queue-notify eventfd).
+    pub(crate) fn ioeventfd() -> u64 {
+        kvm_ioeventfd()
+    }
+    /// `KVM_SIGNAL_MSI` (interrupt delivery).
+    pub(crate) fn signal_msi() -> u64 {
+        kvm_signal_msi()
+    }
+    /// `TUNSETOFFLOAD` (the tap's offloads from the features the guest accepted).
+    pub(crate) fn tun_offload() -> u64 {
+        tun_set_offload()
+    }
+    /// `FIONBIO` (std's `set_nonblocking` on sockets).
+    pub(crate) fn fionbio() -> u64 {
+        libc::FIONBIO
+    }
+
+    const _: () = assert!(std::mem::size_of::<c_int>() == 4);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_abi() {
+        // Values from <linux/kvm.h> and <linux/if_tun.h> on x86_64.
+        assert_eq!(ioctl::run(), 0xae80);
+        assert_eq!(ioctl::get_regs(), 0x8090_ae81);
+        assert_eq!(ioctl::get_sregs(), 0x8138_ae83);
+        assert_eq!(ioctl::set_gsi_routing(), 0x4008_ae6a);
+        assert_eq!(ioctl::irqfd(), 0x4020_ae76);
+        assert_eq!(ioctl::ioeventfd(), 0x4040_ae79);
+        assert_eq!(ioctl::signal_msi(), 0x4020_aea5);
+        assert_eq!(ioctl::tun_offload(), 0x4004_54d0);
+        assert_eq!(ioctl::fionbio(), 0x5421);
+    }
+
+    #[test]
+    fn unconditional_allow_wins_over_argument_rules() {
+        let mut r = Rules::default();
+        r.allow_if(libc::SYS_ioctl, vec![arg_eq(1, 1)]);
+        r.allow(&[libc::SYS_ioctl]);
+        r.allow_if(libc::SYS_ioctl, vec![arg_eq(1, 2)]);
+        assert_eq!(r.into_map()[&libc::SYS_ioctl], Vec::new());
+    }
+
+    #[test]
+    fn extend_merges_argument_rules_once() {
+        let mut a = Rules::default();
+        a.ioctls(&[1, 2]);
+        let mut b = Rules::default();
+        b.ioctls(&[2, 3]);
+        a.extend(&b);
+        assert_eq!(a.into_map()[&libc::SYS_ioctl].len(), 3);
+    }
+}

@@ -1,0 +1,53 @@
+//! Device worker threads (veil-devices `virtio::worker`): one event loop per virtio device or
+//! queue, moving data between guest memory and the backend (disk image, tap, Unix sockets,
+//! the console, the kernel's random pool) and signalling the guest.
+//!
+//! Not here: what happens when a device is activated (creating the io_uring, eventfds and the
+//! epoll set, TUNSETOFFLOAD, spawning the worker). That runs on the thread that activates the
+//! device, which must be the VMM thread (see `vmm.rs`).
+
+use super::{Rules, arg_eq, common, ioctl};
+
+/// Rules of a device worker thread.
+pub(crate) fn rules() -> Rules {
+    let mut r = common::rules();
+    r.allow(&[
+        // The event loop (event-manager over epoll); vsock adds and removes connections.
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_ctl,
+        // eventfds (queue notifications, the kill event, io_uring completions, irqfds), the tap,
+        // the console and Unix-socket streams: plain and vectored reads and writes.
+        libc::SYS_read,
+        libc::SYS_readv,
+        libc::SYS_writev,
+        // std reads Unix streams with recv (recvfrom without an address).
+        libc::SYS_recvfrom,
+        // virtio-blk, synchronous backend: data at offsets, flush, discard and write-zeroes.
+        libc::SYS_pread64,
+        libc::SYS_preadv,
+        libc::SYS_pwrite64,
+        libc::SYS_pwritev,
+        libc::SYS_fdatasync,
+        libc::SYS_fallocate,
+        // virtio-blk, io_uring backend: submitting a batch (the ring exists already).
+        libc::SYS_io_uring_enter,
+        // virtio-rng: bytes from the kernel's pool.
+        libc::SYS_getrandom,
+        // virtio-vsock: host-initiated connections arrive on the listener, guest-initiated ones
+        // connect to `<uds>_<port>`; half-close on the guest's SHUTDOWN.
+        libc::SYS_accept4,
+        libc::SYS_connect,
+        libc::SYS_shutdown,
+    ]);
+    // virtio-vsock's host side is Unix sockets only: no other socket family.
+    r.allow_if(libc::SYS_socket, vec![arg_eq(0, libc::AF_UNIX as u64)]);
+    r.ioctls(&[
+        // std's set_nonblocking on a freshly connected vsock stream.
+        ioctl::fionbio(),
+        // Interrupts through the IOAPIC or a direct MSI (virtio-mmio legacy lines, MSI-X
+        // without irqfd).
+        ioctl::signal_msi(),
+    ]);
+    r
+}
