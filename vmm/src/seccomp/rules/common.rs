@@ -20,6 +20,8 @@ pub(crate) fn rules() -> Rules {
         libc::SYS_munmap,
         libc::SYS_mremap,
         libc::SYS_madvise,
+        // std asks for the thread's id (thread start, stack-overflow detection).
+        libc::SYS_gettid,
         // Instant::now and SystemTime::now when the vDSO falls back to the syscall.
         libc::SYS_clock_gettime,
         // Signals: return from the vCPU kick handler; glibc masks signals around thread

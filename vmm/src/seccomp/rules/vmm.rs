@@ -28,10 +28,12 @@ pub(crate) fn rules() -> Rules {
         // Starting a worker thread: glibc's pthread_create tries clone3 first (its flags live in
         // memory, where seccomp cannot see them; a child process could not escape its filters
         // anyway, and execve is never allowed). The new thread registers its robust futex list
-        // and rseq area, names itself and installs its own filter.
+        // and rseq area, reads its stack bounds (glibc's pthread_getattr_np asks for the CPU
+        // affinity too), names itself and installs its own filter.
         libc::SYS_clone3,
         libc::SYS_set_robust_list,
         libc::SYS_rseq,
+        libc::SYS_sched_getaffinity,
     ]);
     r.allow_if(
         libc::SYS_seccomp,
