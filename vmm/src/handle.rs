@@ -233,15 +233,17 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         }
     }
     drop(installed_tx);
-    let mut filtered: Result<(), SeccompError> = Ok(());
+    // The launching thread filters itself while the vCPU threads do the same.
+    let mut filtered: Result<(), SeccompError> = if config.seccomp_launching_thread() {
+        filters.install(Role::Vmm)
+    } else {
+        Ok(())
+    };
     for _ in 0..cpus {
         // Every thread sends before it waits; a closed channel would mean a thread died first.
         if let Ok(Err(e)) = installed.recv() {
-            filtered = Err(e);
+            filtered = filtered.and(Err(e));
         }
-    }
-    if filtered.is_ok() && config.seccomp_launching_thread() {
-        filtered = filters.install(Role::Vmm);
     }
     if let Err(e) = filtered {
         exit.set(GuestExit::Stopped);
