@@ -11,6 +11,9 @@ use veil_vmm::{
 
 /// Arguments of `veil run`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: the guest's (0 after a shutdown or reset, the value it wrote to port 0xf4); 1 if the guest crashed (registers are printed) or Veil failed; 2 for usage errors."
+)]
 pub struct RunArgs {
     /// Kernel to boot: an ELF (with or without a PVH note) or a bzImage. Default: the embedded
     /// probe guest.
