@@ -258,6 +258,13 @@ fn device_workers_may_do_backend_io_over_unix_sockets_only() {
         socket(libc::AF_NETLINK);
         2
     });
+    // Sockets are used connected only: no datagrams to an address.
+    killed(Role::DeviceWorker, || {
+        let addr = [0u8; 16];
+        // SAFETY: sendto reads 16 bytes of `addr` and nothing from the NULL buffer of length 0.
+        unsafe { libc::syscall(libc::SYS_sendto, BAD_FD, 0usize, 0, 0, addr.as_ptr(), 16) };
+        2
+    });
     // Workers neither run vCPUs nor reconfigure KVM or the tap.
     killed(Role::DeviceWorker, || {
         ioctl(KVM_RUN);

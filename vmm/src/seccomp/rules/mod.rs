@@ -103,6 +103,12 @@ pub(crate) fn arg_eq(index: u8, value: u64) -> SeccompCondition {
         .expect("argument indices used here are below 6")
 }
 
+/// Pointer argument `index` is NULL (all 64 bits zero).
+pub(crate) fn arg_null(index: u8) -> SeccompCondition {
+    SeccompCondition::new(index, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)
+        .expect("argument indices used here are below 6")
+}
+
 /// The bits `mask` of argument `index` equal `value`.
 pub(crate) fn arg_masked(index: u8, mask: u64, value: u64) -> SeccompCondition {
     SeccompCondition::new(

@@ -6,7 +6,7 @@
 //! epoll set, TUNSETOFFLOAD, spawning the worker). That runs on the thread that activates the
 //! device, which must be the VMM thread (see `vmm.rs`).
 
-use super::{Rules, arg_eq, common, ioctl};
+use super::{Rules, arg_eq, arg_null, common, ioctl};
 
 /// Rules of a device worker thread.
 pub(crate) fn rules() -> Rules {
@@ -21,8 +21,6 @@ pub(crate) fn rules() -> Rules {
         libc::SYS_read,
         libc::SYS_readv,
         libc::SYS_writev,
-        // std reads Unix streams with recv (recvfrom without an address).
-        libc::SYS_recvfrom,
         // virtio-blk, synchronous backend: data at offsets, flush, discard and write-zeroes.
         libc::SYS_pread64,
         libc::SYS_preadv,
@@ -40,6 +38,10 @@ pub(crate) fn rules() -> Rules {
         libc::SYS_connect,
         libc::SYS_shutdown,
     ]);
+    // std reads and writes Unix streams with recv and send(MSG_NOSIGNAL): recvfrom and sendto
+    // on the connected socket, never with an address.
+    r.allow_if(libc::SYS_recvfrom, vec![arg_null(4)]);
+    r.allow_if(libc::SYS_sendto, vec![arg_null(4)]);
     // virtio-vsock's host side is Unix sockets only: no other socket family.
     r.allow_if(libc::SYS_socket, vec![arg_eq(0, libc::AF_UNIX as u64)]);
     r.ioctls(&[
