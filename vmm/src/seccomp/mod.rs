@@ -192,6 +192,12 @@ pub fn allows_syscall(role: Role, syscall: i64) -> bool {
     role.rules().mentions(syscall)
 }
 
+/// The names of the syscalls (without `SYS_`) and ioctl requests `role` may make, in the order
+/// the rules list them.
+pub fn allowed_names(role: Role) -> Vec<&'static str> {
+    role.rules().names().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +229,21 @@ mod tests {
         for nr in 0..512 {
             if allows_syscall(Role::DeviceWorker, nr) {
                 assert!(allows_syscall(Role::Vmm, nr), "syscall {nr}");
+            }
+        }
+    }
+
+    #[test]
+    fn docs_security_md_explains_every_allowed_syscall() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/security.md");
+        let doc = std::fs::read_to_string(path).expect("docs/security.md exists");
+        for role in Role::ALL {
+            for name in allowed_names(role) {
+                assert!(
+                    doc.contains(&format!("`{name}`")),
+                    "docs/security.md does not mention `{name}` ({})",
+                    role.name()
+                );
             }
         }
     }
