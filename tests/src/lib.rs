@@ -272,3 +272,23 @@ pub mod code {
         c
     }
 }
+
+pub mod ovmf_image;
+
+/// Whether an external tool runs (`tool --version` exits 0); tests that compare against it are
+/// skipped with a printed reason when it does not.
+pub fn have_tool(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("veil-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the temp directory is writable");
+    dir
+}

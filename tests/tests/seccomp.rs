@@ -189,17 +189,14 @@ fn a_bad_level_is_a_usage_error() {
 
 #[test]
 fn the_library_filters_the_threads_it_starts_but_not_its_caller() {
-    use veil_vmm::{Kernel, SeccompLevel, SerialOutput, VmConfig, launch, probe_image};
-    let config = VmConfig::builder(Kernel::Embedded {
-        name: "probe",
-        bytes: probe_image::PROBE_ELF,
-    })
-    .cpus(2)
-    .memory(64 << 20)
-    .cmdline(LONG_RUN)
-    .serial(SerialOutput::Off)
-    .build()
-    .expect("a valid config");
+    use veil_vmm::{Kernel, SeccompLevel, SerialOutput, VmConfig, launch};
+    let config = VmConfig::builder(Kernel::probe())
+        .cpus(2)
+        .memory(64 << 20)
+        .cmdline(LONG_RUN)
+        .serial(SerialOutput::Off)
+        .build()
+        .expect("a valid config");
     assert_eq!(config.seccomp(), SeccompLevel::On, "the library default");
     let vm = launch(&config).expect("the probe launches");
     // launch returns once every vCPU thread has its filter; the caller keeps none.

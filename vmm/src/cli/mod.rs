@@ -29,6 +29,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Launch a guest (with no payload: the embedded probe guest).
     Run(run::RunArgs),

@@ -6,7 +6,6 @@ use std::time::Instant;
 use clap::ValueEnum;
 use veil_vmm::{
     BootProtocol, GuestExit, Kernel, MemorySize, SeccompLevel, SerialOutput, VmConfig, launch,
-    probe_image,
 };
 
 /// Arguments of `veil run`.
@@ -102,10 +101,7 @@ pub fn execute(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
     });
     let kernel = match args.kernel {
         Some(path) => Kernel::File(path),
-        None => Kernel::Embedded {
-            name: "the embedded probe guest",
-            bytes: probe_image::PROBE_ELF,
-        },
+        None => Kernel::probe(),
     };
     let mut builder = VmConfig::builder(kernel)
         .cmdline(args.cmdline)
