@@ -5,14 +5,14 @@ use std::sync::{Condvar, Mutex};
 
 /// A one-shot gate: closed until [`StartGate::open`], then open for good.
 #[derive(Debug, Default)]
-pub struct StartGate {
+pub(crate) struct StartGate {
     open: Mutex<bool>,
     cond: Condvar,
 }
 
 impl StartGate {
     /// Blocks until the gate opens.
-    pub fn wait(&self) {
+    pub(crate) fn wait(&self) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         while !*open {
             open = self.cond.wait(open).unwrap_or_else(|p| p.into_inner());
@@ -20,7 +20,7 @@ impl StartGate {
     }
 
     /// Opens the gate and wakes every waiter.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.cond.notify_all();
     }

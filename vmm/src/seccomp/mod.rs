@@ -11,7 +11,7 @@
 mod gate;
 mod rules;
 
-pub use gate::StartGate;
+pub(crate) use gate::StartGate;
 
 use std::fmt;
 use std::str::FromStr;
