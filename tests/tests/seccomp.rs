@@ -126,6 +126,17 @@ fn every_thread_of_a_running_guest_is_filtered() {
             "thread {name} is not in seccomp filter mode: {modes:?}"
         );
     }
+    // Each thread holds exactly its own role's filter (none inherited from another role), where
+    // the kernel reports the count.
+    for task in std::fs::read_dir(format!("/proc/{}/task", vm.0.id())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        if let Some(count) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+        {
+            assert_eq!(count.trim(), "1", "{status}");
+        }
+    }
 }
 
 #[test]
