@@ -10,7 +10,7 @@ use crate::devices::{self, DeviceError};
 use crate::exit::{CrashReport, ExitState, GuestExit};
 use crate::handle::{VmHandle, kick_signal, on_kick, stop_threads};
 use crate::memory::{MemoryError, MemoryLayout};
-use crate::seccomp::{Filters, Role, SeccompError, StartGate};
+use crate::seccomp::{Role, SeccompError, ThreadStart};
 use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
 use crate::vm::{self, KvmMsi, VmError};
 use crate::x86::boot::{self, BootError, linux, pvh};
@@ -165,25 +165,17 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         exit: exit.clone(),
         logged_mmio: Mutex::new(Vec::new()),
     });
-    // Each vCPU thread installs its filter, reports, and waits at the gate until the launching
-    // thread is filtered too: no thread runs guest code unfiltered.
-    let filters = Arc::new(Filters::new(config.seccomp())?);
-    let gate = Arc::new(StartGate::default());
-    let (installed_tx, installed) = std::sync::mpsc::channel();
+    // vCPU threads install their seccomp filter and wait until every thread is filtered.
+    let mut start = ThreadStart::new(config.seccomp())?;
     let mut threads = Vec::with_capacity(cpus as usize);
     for (id, fd) in (0..cpus).zip(fds) {
         let ctx = ctx.clone();
-        let (filters, thread_gate, installed_tx) =
-            (filters.clone(), gate.clone(), installed_tx.clone());
+        let ticket = start.ticket();
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .stack_size(VCPU_STACK)
             .spawn(move || {
-                let filtered = filters.install(Role::Vcpu);
-                let ok = filtered.is_ok();
-                let _ = installed_tx.send(filtered);
-                thread_gate.wait();
-                if !ok {
+                if !ticket.enter(Role::Vcpu) {
                     return;
                 }
                 let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(fd, id, &ctx));
@@ -200,32 +192,18 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
             Ok(t) => threads.push(t),
             Err(source) => {
                 exit.set(GuestExit::Stopped);
-                gate.open();
+                start.abort();
                 stop_threads(&mut threads);
                 return Err(LaunchError::Thread { id, source });
             }
         }
     }
-    drop(installed_tx);
-    // The launching thread filters itself while the vCPU threads do the same.
-    let mut filtered: Result<(), SeccompError> = if config.seccomp_launching_thread() {
-        filters.install(Role::Vmm)
-    } else {
-        Ok(())
-    };
-    for _ in 0..cpus {
-        // Every thread sends before it waits; a closed channel would mean a thread died first.
-        if let Ok(Err(e)) = installed.recv() {
-            filtered = filtered.and(Err(e));
-        }
-    }
-    if let Err(e) = filtered {
+    if let Err(e) = start.open(config.seccomp_launching_thread()) {
         exit.set(GuestExit::Stopped);
-        gate.open();
+        start.abort();
         stop_threads(&mut threads);
         return Err(e.into());
     }
-    gate.open();
     Ok(VmHandle {
         exit,
         threads: Mutex::new(threads),

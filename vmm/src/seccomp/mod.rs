@@ -8,10 +8,10 @@
 //! role under `rules/`, compiled to BPF once per launch ([`Filters::new`], a few microseconds).
 //! docs/security.md explains every allowed syscall.
 
-mod gate;
 mod rules;
+mod start;
 
-pub(crate) use gate::StartGate;
+pub(crate) use start::ThreadStart;
 
 use std::fmt;
 use std::str::FromStr;
