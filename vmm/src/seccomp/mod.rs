@@ -5,7 +5,7 @@
 //! device workers first thing in their thread). A syscall outside the role's allow-list kills
 //! the whole process with `SIGSYS` ([`SeccompLevel::On`]), or is logged by the kernel and allowed
 //! ([`SeccompLevel::Log`], to find what a new feature needs). The rules are Rust, one file per
-//! role under `rules/`, compiled to BPF once per launch ([`Filters::new`], a few microseconds).
+//! role under `rules/`, compiled to BPF once per launch ([`Filters::new`], about 0.1 ms).
 //! docs/security.md explains every allowed syscall.
 
 mod rules;
@@ -161,8 +161,9 @@ impl Filters {
     }
 }
 
-/// Compiles `role`'s filter at `level` (which must not be [`SeccompLevel::Off`]) and installs it
-/// on the calling thread: for threads started outside [`crate::launch`], such as device workers.
+/// Compiles `role`'s filter at `level` and installs it on the calling thread (nothing at
+/// [`SeccompLevel::Off`]): for threads started outside [`crate::launch`], such as device workers
+/// (a shared [`Filters`] saves compiling it for each).
 pub fn install(role: Role, level: SeccompLevel) -> Result<(), SeccompError> {
     if level == SeccompLevel::Off {
         return Ok(());
