@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
+use crate::seccomp::SeccompLevel;
+
 /// Most vCPUs Veil gives a guest: xAPIC ids are 8 bits and `0xff` is the broadcast id, so the MP
 /// table and the MADT's local APIC entries name CPUs `0..=253` and the IOAPIC takes id 254.
 pub const MAX_CPUS: u32 = 254;
@@ -147,6 +149,8 @@ pub struct VmConfig {
     memory: u64,
     serial: SerialOutput,
     start: Instant,
+    seccomp: SeccompLevel,
+    seccomp_launching_thread: bool,
 }
 
 impl VmConfig {
@@ -162,6 +166,8 @@ impl VmConfig {
                 memory: 256 << 20,
                 serial: SerialOutput::Stdout,
                 start: Instant::now(),
+                seccomp: SeccompLevel::On,
+                seccomp_launching_thread: false,
             },
             host_memory: None,
         }
@@ -198,6 +204,14 @@ impl VmConfig {
     /// The instant the boot timer measures from.
     pub fn start(&self) -> Instant {
         self.start
+    }
+    /// How Veil's threads are filtered.
+    pub fn seccomp(&self) -> SeccompLevel {
+        self.seccomp
+    }
+    /// Whether the thread calling [`crate::launch`] gets the VMM thread's filter too.
+    pub fn seccomp_launching_thread(&self) -> bool {
+        self.seccomp_launching_thread
     }
 }
 
@@ -242,6 +256,19 @@ impl VmConfigBuilder {
     /// The instant the boot timer measures from (the CLI passes its process start).
     pub fn start(mut self, start: Instant) -> Self {
         self.cfg.start = start;
+        self
+    }
+    /// Seccomp filtering of the threads Veil starts (vCPUs, device workers); default
+    /// [`SeccompLevel::On`].
+    pub fn seccomp(mut self, level: SeccompLevel) -> Self {
+        self.cfg.seccomp = level;
+        self
+    }
+    /// Also filter the thread that calls [`crate::launch`] with the VMM thread's rules, before
+    /// any vCPU runs; default false. Afterwards that thread may only wait for or stop the guest
+    /// and exit (the `veil` binary's main thread does just that); it cannot open files.
+    pub fn seccomp_launching_thread(mut self, on: bool) -> Self {
+        self.cfg.seccomp_launching_thread = on;
         self
     }
     /// Checks memory against this amount instead of the host's RAM (for tests).

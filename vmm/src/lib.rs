@@ -23,6 +23,7 @@ mod handle;
 mod launch;
 pub mod memory;
 pub mod probe_image;
+pub mod seccomp;
 mod vcpu;
 mod vm;
 pub mod x86;
@@ -31,3 +32,4 @@ pub use config::{BootProtocol, ConfigError, Kernel, MemorySize, SerialOutput, Vm
 pub use exit::{CrashReport, GuestExit};
 pub use handle::VmHandle;
 pub use launch::{LaunchError, launch};
+pub use seccomp::SeccompLevel;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use veil_vmm::{BootProtocol, GuestExit, Kernel, MemorySize, SerialOutput, VmConfig, launch};
+use veil_vmm::{
+    BootProtocol, GuestExit, Kernel, MemorySize, SeccompLevel, SerialOutput, VmConfig, launch,
+};
 
 /// Arguments of `veil run`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +40,10 @@ pub struct RunArgs {
     /// Print the time from veil's start to the guest's first write to port 0x80.
     #[arg(long)]
     pub boot_timer: bool,
+    /// Seccomp filters on every thread (docs/security.md): on (a forbidden syscall kills veil
+    /// with SIGSYS), log (the kernel logs it and veil goes on) or off.
+    #[arg(long, default_value = "on", value_name = "on|log|off")]
+    pub seccomp: SeccompLevel,
     /// Log level on stderr.
     #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
@@ -107,6 +113,8 @@ pub fn execute(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         .cpus(args.cpus)
         .memory(args.memory.0)
         .serial(args.serial)
+        .seccomp(args.seccomp)
+        .seccomp_launching_thread(true)
         .start(start);
     if let Some(initramfs) = args.initramfs {
         builder = builder.initramfs(initramfs);
