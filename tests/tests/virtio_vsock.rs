@@ -118,3 +118,51 @@ fn streams_flow_both_ways_pci() {
 fn streams_flow_both_ways_mmio() {
     both_directions("mmio");
 }
+
+/// Every thread of a guest with devices runs under a seccomp filter: the vCPUs, the VMM thread,
+/// the device service thread and the device worker it started (looked at while the guest's
+/// vsock listener waits for a host connection).
+#[test]
+fn device_threads_are_filtered() {
+    let dir = temp_dir("vsock-seccomp");
+    let socket = dir.join("v.sock");
+    let mut child = Command::new(bin("veil"))
+        .args([
+            "run",
+            "--vsock",
+            &format!("cid=9,socket={}", socket.display()),
+            "--cmdline",
+            "probe.run=vsock probe.vsock_listen=1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.any(|l| l.is_ok_and(|l| l.starts_with("PROBE info vsock_listen_port")));
+    let mut threads = Vec::new();
+    if ready {
+        for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+            let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
+                continue;
+            };
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            threads.push((field("Name:"), field("Seccomp:")));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "the guest's vsock listener came up");
+    let names: Vec<&str> = threads.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"veil-devices"), "{threads:?}");
+    assert!(names.contains(&"virtio-vsock"), "{threads:?}");
+    assert!(threads.iter().all(|(_, m)| m == "2"), "{threads:?}");
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
+use crate::seccomp::SeccompLevel;
 use crate::virtio_config::{self, Transport, VirtioConfigError, VirtioDeviceConfig};
 
 /// Most vCPUs Veil gives a guest: xAPIC ids are 8 bits and `0xff` is the broadcast id, so the MP
@@ -154,6 +155,8 @@ pub struct VmConfig {
     start: Instant,
     devices: Vec<VirtioDeviceConfig>,
     transport: Transport,
+    seccomp: SeccompLevel,
+    seccomp_launching_thread: bool,
 }
 
 impl VmConfig {
@@ -171,6 +174,8 @@ impl VmConfig {
                 start: Instant::now(),
                 devices: Vec::new(),
                 transport: Transport::Pci,
+                seccomp: SeccompLevel::On,
+                seccomp_launching_thread: false,
             },
             host_memory: None,
         }
@@ -215,6 +220,14 @@ impl VmConfig {
     /// The transport of devices that do not pick their own.
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+    /// How Veil's threads are filtered.
+    pub fn seccomp(&self) -> SeccompLevel {
+        self.seccomp
+    }
+    /// Whether the thread calling [`crate::launch`] gets the VMM thread's filter too.
+    pub fn seccomp_launching_thread(&self) -> bool {
+        self.seccomp_launching_thread
     }
 }
 
@@ -269,6 +282,19 @@ impl VmConfigBuilder {
     /// The transport of devices that do not pick their own (default: PCI).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.cfg.transport = transport;
+        self
+    }
+    /// Seccomp filtering of the threads Veil starts (vCPUs, device workers); default
+    /// [`SeccompLevel::On`].
+    pub fn seccomp(mut self, level: SeccompLevel) -> Self {
+        self.cfg.seccomp = level;
+        self
+    }
+    /// Also filter the thread that calls [`crate::launch`] with the VMM thread's rules, before
+    /// any vCPU runs; default false. Afterwards that thread may only wait for or stop the guest
+    /// and exit (the `veil` binary's main thread does just that); it cannot open files.
+    pub fn seccomp_launching_thread(mut self, on: bool) -> Self {
+        self.cfg.seccomp_launching_thread = on;
         self
     }
     /// Checks memory against this amount instead of the host's RAM (for tests).

@@ -10,6 +10,7 @@ use veil_devices::legacy::Serial;
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::BootProtocol;
+use crate::device_manager::DeviceThreads;
 use crate::exit::{ExitState, GuestExit};
 
 /// A running guest. Dropping it stops the guest.
@@ -23,6 +24,8 @@ pub struct VmHandle {
     pub(crate) serial: Arc<Mutex<Serial>>,
     pub(crate) boot_time: Arc<OnceLock<Duration>>,
     pub(crate) protocol: BootProtocol,
+    /// The virtio devices' service thread, which drops the devices once the vCPUs are gone.
+    pub(crate) devices: DeviceThreads,
     // Dropped after the vCPU threads are joined (`wait`/`Drop` join first).
     pub(crate) _vm: Arc<VmFd>,
     pub(crate) _memory: GuestMemoryMmap,
@@ -84,6 +87,7 @@ impl VmHandle {
     fn finish(&self) {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         stop_threads(&mut threads);
+        self.devices.shutdown();
         let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = serial.flush() {
             log::warn!("flushing serial output: {e}");

@@ -12,6 +12,7 @@ use crate::devices::{self, DeviceError};
 use crate::exit::{CrashReport, ExitState, GuestExit};
 use crate::handle::{VmHandle, kick_signal, on_kick, stop_threads};
 use crate::memory::{MemoryError, MemoryLayout};
+use crate::seccomp::{Role, SeccompError, ThreadStart};
 use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
 use crate::vm::{self, KvmMsi, VmError};
 use crate::x86::boot::{self, BootError, linux, pvh};
@@ -58,6 +59,9 @@ pub enum LaunchError {
     /// The vCPU kick signal's handler could not be installed.
     #[error("installing the SIGRTMIN handler that stops vCPUs: {0}")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    /// A seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// A vCPU thread could not be started.
     #[error("starting vCPU thread {id}: {source}")]
     Thread {
@@ -156,8 +160,7 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         high_ram: layout.high_ram(),
         routes: &routes,
     };
-    // The functions live on the buses; the returned BAR table is for tests.
-    let _ = device_manager::attach(config, &machine, &mut devs.pio, &mut devs.mmio)?;
+    let virtio = device_manager::attach(config, &machine, &mut devs.pio, &mut devs.mmio)?;
     let setup = VcpuSetup {
         supported_cpuid: kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -179,13 +182,19 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         exit: exit.clone(),
         logged_mmio: Mutex::new(Vec::new()),
     });
+    // vCPU threads install their seccomp filter and wait until every thread is filtered.
+    let mut start = ThreadStart::new(config.seccomp())?;
     let mut threads = Vec::with_capacity(cpus as usize);
     for (id, fd) in (0..cpus).zip(fds) {
         let ctx = ctx.clone();
+        let ticket = start.ticket();
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .stack_size(VCPU_STACK)
             .spawn(move || {
+                if !ticket.enter(Role::Vcpu) {
+                    return;
+                }
                 let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(fd, id, &ctx));
                 if std::panic::catch_unwind(run).is_err() {
                     // Never leave `wait` blocked on a vCPU that is gone.
@@ -200,10 +209,17 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
             Ok(t) => threads.push(t),
             Err(source) => {
                 exit.set(GuestExit::Stopped);
+                start.abort();
                 stop_threads(&mut threads);
                 return Err(LaunchError::Thread { id, source });
             }
         }
+    }
+    if let Err(e) = start.open(config.seccomp_launching_thread()) {
+        exit.set(GuestExit::Stopped);
+        start.abort();
+        stop_threads(&mut threads);
+        return Err(e.into());
     }
     Ok(VmHandle {
         exit,
@@ -211,6 +227,7 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         serial: devs.serial,
         boot_time: devs.boot_time,
         protocol,
+        devices: virtio.threads,
         _vm: vm,
         _memory: memory,
     })

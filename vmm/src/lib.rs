@@ -24,6 +24,7 @@ mod handle;
 mod launch;
 pub mod memory;
 pub mod probe_image;
+pub mod seccomp;
 mod vcpu;
 pub mod virtio_config;
 mod vm;
@@ -33,6 +34,7 @@ pub use config::{BootProtocol, ConfigError, Kernel, MemorySize, SerialOutput, Vm
 pub use exit::{CrashReport, GuestExit};
 pub use handle::VmHandle;
 pub use launch::{LaunchError, launch};
+pub use seccomp::SeccompLevel;
 pub use virtio_config::{
     ConsoleOutput, DiskConfig, DiskEngine, NetConfig, Transport, VirtioDeviceConfig, VsockConfig,
 };

@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use veil_vmm::virtio_config::VirtioConfigError;
 use veil_vmm::{
     BootProtocol, ConsoleOutput, DiskConfig, GuestExit, Kernel, MemorySize, NetConfig,
-    SerialOutput, Transport, VirtioDeviceConfig, VmConfig, VsockConfig, launch,
+    SeccompLevel, SerialOutput, Transport, VirtioDeviceConfig, VmConfig, VsockConfig, launch,
 };
 
 /// Arguments of `veil run`.
@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Print the time from veil's start to the guest's first write to port 0x80.
     #[arg(long)]
     pub boot_timer: bool,
+    /// Seccomp filters on every thread (docs/security.md): on (a forbidden syscall kills veil
+    /// with SIGSYS), log (the kernel logs it and veil goes on) or off.
+    #[arg(long, default_value = "on", value_name = "on|log|off")]
+    pub seccomp: SeccompLevel,
     /// Log level on stderr.
     #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
@@ -192,6 +196,8 @@ pub fn execute(mut args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         .memory(args.memory.0)
         .serial(args.serial)
         .transport(args.transport)
+        .seccomp(args.seccomp)
+        .seccomp_launching_thread(true)
         .start(start);
     for d in virtio {
         builder = builder.device(d);

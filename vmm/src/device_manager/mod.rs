@@ -11,13 +11,18 @@
 //!   pin's GSI (an edge, delivered through the IOAPIC's MSI route for that pin), its queue
 //!   ioeventfds sit on QueueNotify with the queue index as datamatch.
 //!
-//! Device threads: each device starts its own worker thread(s) when the driver sets DRIVER_OK,
-//! always through `veil_devices::virtio::worker::spawn`, which first runs the hook set with
-//! `veil_devices::virtio::worker::set_thread_hook` (the place for per-thread seccomp filters).
+//! Device threads: guest writes that activate or reset a device (virtio-mmio Status, virtio-pci
+//! device_status) and PCI configuration writes are carried out on the device service thread
+//! ([`service`], VMM seccomp role), never on a vCPU thread. Each device starts its own worker
+//! thread(s) from there when the driver sets DRIVER_OK, always through
+//! `veil_devices::virtio::worker::spawn`, which first runs the hook set with
+//! `veil_devices::virtio::worker::set_thread_hook` (the place for the device-worker filter).
 
 mod build;
+mod mmio_slot;
 mod pci;
 pub(crate) mod routing;
+mod service;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,9 +43,12 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use crate::config::{MAX_CMDLINE, VmConfig};
 use crate::memory::RAM_ABOVE_4G;
 use crate::virtio_config::{Transport, VirtioDeviceConfig};
+use mmio_slot::MmioSlot;
 pub(crate) use pci::PciBars;
-use pci::{BarWindows, PciConfigAccess};
+use pci::{BarWindows, PciConfig, PciConfigAccess};
 use routing::{GsiRoutes, MsixRoutes, RoutingError};
+pub use service::DeviceThreads;
+use service::{DeviceService, ServiceError};
 
 /// The 32-bit window PCI BARs are allocated from (`[start, end)`).
 pub(crate) const PCI_LOW_WINDOW: (u64, u64) = (0xc000_0000, 0xd000_0000);
@@ -135,6 +143,9 @@ pub enum DeviceManagerError {
     /// Two devices on one address (a bug in the layout).
     #[error("MMIO bus: {0}")]
     Bus(#[from] BusError),
+    /// The device service thread.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The command line with the virtio-mmio tokens is too long.
     #[error(
         "--cmdline: with the virtio_mmio.device= tokens Veil appends it is {len} bytes, more than {MAX_CMDLINE} - 1"
@@ -200,19 +211,34 @@ pub(crate) struct Machine<'a> {
     pub routes: &'a Arc<GsiRoutes>,
 }
 
-/// Builds the configured devices and puts them, and the PCI root, on the buses. Returns the
-/// virtio-pci functions' BAR table.
+/// What [`attach`] leaves for the VM handle (and tests).
+#[derive(Debug)]
+pub(crate) struct Attached {
+    /// The device service thread, to shut down after the vCPUs.
+    pub threads: DeviceThreads,
+    /// The virtio-pci functions' BAR table.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub bars: Arc<PciBars>,
+}
+
+/// Builds the configured devices and puts them, and the PCI root, on the buses.
 pub(crate) fn attach(
     config: &VmConfig,
     m: &Machine<'_>,
     pio: &mut Bus,
     mmio_bus: &mut Bus,
-) -> Result<Arc<PciBars>, DeviceManagerError> {
+) -> Result<Attached, DeviceManagerError> {
     let mem = Arc::new(m.memory.clone());
     let high = high_window(m.high_ram);
     let mut bars = BarAllocator::new(PCI_LOW_WINDOW, high);
     let windows = Arc::new(PciBars::new(vec![PCI_LOW_WINDOW, high]));
     let mut root = PciRoot::new();
+    let (service, threads) = if config.devices().is_empty() {
+        (DeviceService::in_place(), DeviceThreads::default())
+    } else {
+        let (service, thread) = DeviceService::start(config.seccomp())?;
+        (service.clone(), DeviceThreads::new(service, thread))
+    };
     let mut mmio_index = 0;
     for (cfg, transport) in placed(config) {
         let device = build::device(cfg)?;
@@ -246,6 +272,7 @@ pub(crate) fn attach(
                 pci::register_ioevents(m.vm, &dev)
                     .map_err(|what| DeviceManagerError::Ioeventfd { device: name, what })?;
                 let dev = Arc::new(Mutex::new(dev));
+                service.keep(Box::new(dev.clone()));
                 let slot = root.add_device(dev.clone())?;
                 windows.add(dev, bar);
                 log::info!("{name}: virtio-pci 00:{slot:02x}.0, BAR 0 at {bar:#x}");
@@ -271,23 +298,38 @@ pub(crate) fn attach(
                         }
                     })?;
                 }
-                mmio_bus.insert(Arc::new(Mutex::new(dev)), base, MMIO_WINDOW)?;
+                let dev = Arc::new(Mutex::new(dev));
+                service.keep(Box::new(dev.clone()));
+                let slot = MmioSlot {
+                    dev,
+                    service: service.clone(),
+                };
+                mmio_bus.insert(Arc::new(Mutex::new(slot)), base, MMIO_WINDOW)?;
                 log::info!("{name}: virtio-mmio at {base:#x}, IOAPIC pin {pin}");
             }
         }
     }
     let access = Arc::new(Mutex::new(PciConfigAccess {
-        root,
-        bars: windows.clone(),
-        vm: m.vm.clone(),
+        config: Arc::new(Mutex::new(PciConfig {
+            root,
+            bars: windows.clone(),
+            vm: m.vm.clone(),
+        })),
+        service: service.clone(),
     }));
     pio.insert(access.clone(), CAM_PORT, CAM_LEN)?;
     mmio_bus.insert(access, ECAM_BASE, ECAM_BUS0_LEN)?;
-    let bar_windows = Arc::new(Mutex::new(BarWindows(windows.clone())));
+    let bar_windows = Arc::new(Mutex::new(BarWindows {
+        bars: windows.clone(),
+        service,
+    }));
     for (start, end) in [PCI_LOW_WINDOW, high] {
         mmio_bus.insert(bar_windows.clone(), start, end - start)?;
     }
-    Ok(windows)
+    Ok(Attached {
+        threads,
+        bars: windows,
+    })
 }
 
 #[cfg(test)]

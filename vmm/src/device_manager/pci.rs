@@ -11,8 +11,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use veil_devices::bus::BusDevice;
 use veil_devices::pci::root::CAM_PORT;
-use veil_devices::pci::virtio_pci::BAR_SIZE;
+use veil_devices::pci::virtio_pci::{BAR_SIZE, COMMON_OFFSET};
 use veil_devices::pci::{PciRoot, VirtioPciDevice};
+
+use super::service::DeviceService;
+
+/// Offset of `device_status` in the common configuration: writes there activate or reset.
+const DEVICE_STATUS: u64 = COMMON_OFFSET + 0x14;
 
 /// One function and where its BAR 0 currently decodes (None: outside the BAR windows).
 #[derive(Debug)]
@@ -98,33 +103,59 @@ pub(crate) fn register_ioevents(vm: &VmFd, dev: &VirtioPciDevice) -> Result<(), 
 
 /// The BAR windows on the MMIO bus.
 #[derive(Debug)]
-pub(crate) struct BarWindows(pub(crate) Arc<PciBars>);
+pub(crate) struct BarWindows {
+    pub(crate) bars: Arc<PciBars>,
+    pub(crate) service: Arc<DeviceService>,
+}
 
 impl BusDevice for BarWindows {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         let addr = base + offset;
-        if let Some((dev, b)) = self.0.find(addr) {
+        if let Some((dev, b)) = self.bars.find(addr) {
             lock(&dev).read(b, addr - b, data);
         }
     }
 
     fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
         let addr = base + offset;
-        if let Some((dev, b)) = self.0.find(addr) {
+        let Some((dev, b)) = self.bars.find(addr) else {
+            return;
+        };
+        if addr - b == DEVICE_STATUS {
+            // May activate the device: done on the device service thread.
+            let data = data.to_vec();
+            self.service
+                .run(move || lock(&dev).write(b, addr - b, &data));
+        } else {
             lock(&dev).write(b, addr - b, data);
         }
     }
 }
 
-/// The PCI root as the buses see it: configuration accesses, then BAR moves followed.
+/// The PCI root and what following BAR moves needs.
 #[derive(Debug)]
-pub(crate) struct PciConfigAccess {
+pub(crate) struct PciConfig {
     pub(crate) root: PciRoot,
     pub(crate) bars: Arc<PciBars>,
     pub(crate) vm: Arc<VmFd>,
 }
 
+/// The PCI root as the buses see it: reads answered in place; configuration writes (which may
+/// move a BAR, or reach a function's registers through its PCI_CFG capability) carried out on
+/// the device service thread, followed by any BAR move.
+#[derive(Debug)]
+pub(crate) struct PciConfigAccess {
+    pub(crate) config: Arc<Mutex<PciConfig>>,
+    pub(crate) service: Arc<DeviceService>,
+}
+
 impl PciConfigAccess {
+    fn config(&self) -> std::sync::MutexGuard<'_, PciConfig> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PciConfig {
     /// Moves the BAR range and ioeventfds of every function whose BAR the guest just moved.
     fn follow_moves(&self) {
         let mut fs = self
@@ -162,14 +193,21 @@ impl PciConfigAccess {
 
 impl BusDevice for PciConfigAccess {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
-        self.root.read(base, offset, data);
+        self.config().root.read(base, offset, data);
     }
 
     fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
-        self.root.write(base, offset, data);
         // Writes to the address register (0xCF8..0xCFB) configure nothing.
-        if base != CAM_PORT || offset >= 4 {
-            self.follow_moves();
+        if base == CAM_PORT && offset < 4 {
+            self.config().root.write(base, offset, data);
+            return;
         }
+        let config = self.config.clone();
+        let data = data.to_vec();
+        self.service.run(move || {
+            let mut c = config.lock().unwrap_or_else(|p| p.into_inner());
+            c.root.write(base, offset, &data);
+            c.follow_moves();
+        });
     }
 }

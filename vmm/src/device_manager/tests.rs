@@ -51,7 +51,7 @@ fn rig() -> Rig {
         high_ram: layout.high_ram(),
         routes: &routes,
     };
-    let bars = attach(&config, &machine, &mut pio, &mut mmio).unwrap();
+    let bars = attach(&config, &machine, &mut pio, &mut mmio).unwrap().bars;
     // The device holds the image open; the name is no longer needed.
     for d in config.devices() {
         if let VirtioDeviceConfig::Disk(d) = d {
