@@ -41,8 +41,9 @@ pub struct RunArgs {
     /// Serial console (COM1): stdio, file=PATH or off.
     #[arg(long, default_value = "stdio", value_name = "stdio|file=PATH|off", value_parser = parse_serial)]
     pub serial: SerialOutput,
-    /// A virtio-blk disk (repeatable): path=FILE[,readonly=on][,direct=on][,num_queues=N]
-    /// [,engine=auto|sync|io_uring][,id=STRING][,transport=pci|mmio].
+    /// A virtio-blk disk (repeatable): path=FILE, then comma-separated any of readonly=on,
+    /// direct=on (O_DIRECT), num_queues=N (1-16), engine=auto|sync|io_uring, id=STRING (GET_ID,
+    /// up to 20 bytes), transport=pci|mmio.
     #[arg(long, value_name = "path=FILE,...", value_parser = ordered::<DiskConfig>)]
     pub disk: Vec<Ordered<DiskConfig>>,
     /// A virtio-net card on a tap (repeatable): tap=NAME[,mac=MAC][,transport=pci|mmio].
