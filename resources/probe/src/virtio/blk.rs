@@ -3,7 +3,7 @@
 //! (`probe.blk_ro=1`).
 
 use super::virtqueue::{Buf, Virtqueue};
-use super::{Device, Hex, NO_VECTOR, bytes, dma, find_for, kind};
+use super::{Device, Hex, NO_VECTOR, TIMED_REQUESTS, bytes, dma, find_for, kind};
 use crate::checks::Why;
 use crate::cmdline::Config;
 use crate::{info, println};
@@ -108,6 +108,21 @@ fn run(blk: &mut Blk, cfg: &Config) -> Result<(), Why> {
         return Err(Why::At("reading sector 0 failed with status", s.into()));
     }
     info!("blk_sector0", "{}", Hex(&blk.data(16)[..16]));
+    let timed = [
+        Buf::read(blk.mem, 16),
+        Buf::write(blk.mem + 4096, SECTOR as u32),
+        Buf::write(blk.mem + 16, 1),
+    ];
+    let cycles = blk.dev.time_requests(&mut blk.vq, &timed, TIMED_REQUESTS)?;
+    // SAFETY: the status byte of this driver's DMA page; the device completed the request.
+    let s = unsafe { bytes(blk.mem + 16, 1) }[0];
+    if s != S_OK {
+        return Err(Why::At(
+            "a timed read of sector 0 failed with status",
+            s.into(),
+        ));
+    }
+    info!("blk_read_cycles", "{}", cycles);
 
     if cfg.blk_ro {
         check_ro(blk, cfg, capacity)?;

@@ -199,7 +199,7 @@ fn submit_and_wait(dev: &Device, mut req: Request, count: &AtomicU64) -> Result<
     dev.ready()?;
     let before = count.load(Ordering::Acquire);
     let head = req.vq.add(&req.bufs[..req.n])?;
-    dev.t.notify(req.vq.index);
+    dev.t.notify(&req.vq);
     if !interrupts_on() {
         return Err(Why::Text("ring 3 could not set RFLAGS.IF (sti emulation)"));
     }

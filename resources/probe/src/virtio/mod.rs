@@ -164,18 +164,18 @@ impl Transport {
         }
     }
 
-    fn queue_setup(&self, vq: &Virtqueue, vector: u16) -> Result<(), Why> {
+    fn queue_setup(&self, vq: &mut Virtqueue, vector: u16) -> Result<(), Why> {
         match self {
             Transport::Pci(d) => d.queue_setup(vq, vector),
             Transport::Mmio(d) => d.queue_setup(vq),
         }
     }
 
-    /// Tells the device queue `q` has new buffers.
-    pub fn notify(&self, q: u16) {
+    /// Tells the device that `vq` has new buffers.
+    pub fn notify(&self, vq: &Virtqueue) {
         match self {
-            Transport::Pci(d) => d.notify(q),
-            Transport::Mmio(d) => d.notify(q),
+            Transport::Pci(_) => reg::w16(vq.notify_addr, vq.index),
+            Transport::Mmio(d) => d.notify(vq.index),
         }
     }
 
@@ -276,8 +276,8 @@ impl Device {
         if max == 0 {
             return Err(Why::At("the device has no queue", index.into()));
         }
-        let vq = Virtqueue::new(index, max)?;
-        self.t.queue_setup(&vq, vector)?;
+        let mut vq = Virtqueue::new(index, max)?;
+        self.t.queue_setup(&mut vq, vector)?;
         Ok(vq)
     }
 
@@ -323,7 +323,7 @@ impl Device {
     /// Returns the number of bytes the device wrote.
     pub fn transact(&self, vq: &mut Virtqueue, bufs: &[virtqueue::Buf]) -> Result<u32, Why> {
         let head = vq.add(bufs)?;
-        self.t.notify(vq.index);
+        self.t.notify(vq);
         let dl = crate::tsc::Deadline::after_ms(REQUEST_MS);
         loop {
             if let Some((id, len)) = vq.poll()? {
@@ -348,6 +348,25 @@ impl Device {
         }
     }
 }
+
+impl Device {
+    /// Average TSC cycles of `n` round trips of the chain `bufs` (offer, notify, poll).
+    pub fn time_requests(
+        &self,
+        vq: &mut Virtqueue,
+        bufs: &[virtqueue::Buf],
+        n: u64,
+    ) -> Result<u64, Why> {
+        let start = crate::tsc::now();
+        for _ in 0..n {
+            self.transact(vq, bufs)?;
+        }
+        Ok(crate::tsc::now().wrapping_sub(start) / n.max(1))
+    }
+}
+
+/// Requests timed for the `*_read_cycles` figures.
+pub const TIMED_REQUESTS: u64 = 64;
 
 /// Lower-case hex of `b`.
 pub struct Hex<'a>(pub &'a [u8]);

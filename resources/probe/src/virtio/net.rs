@@ -57,7 +57,7 @@ fn run(dev: &Device) -> Result<(), Why> {
         let addr = rx_mem + i as u64 * u64::from(RX_LEN);
         post(&mut rx, &mut heads, addr)?;
     }
-    dev.t.notify(rx.index);
+    dev.t.notify(&rx);
 
     let txm = dma(4096)?;
     // SAFETY: fresh DMA memory: the (zero) header at `txm`, the frame at `txm + 64`.
@@ -91,7 +91,7 @@ fn run(dev: &Device) -> Result<(), Why> {
                 return Ok(());
             }
             post(&mut rx, &mut heads, addr)?;
-            dev.t.notify(rx.index);
+            dev.t.notify(&rx);
             continue;
         }
         if dl.expired() {

@@ -246,7 +246,8 @@ impl PciDev {
         r16(self.common + 0x18)
     }
 
-    pub(super) fn queue_setup(&self, vq: &Virtqueue, vector: u16) -> Result<(), Why> {
+    /// Configures and enables `vq` (MSI-X `vector`) and records its notification address.
+    pub(super) fn queue_setup(&self, vq: &mut Virtqueue, vector: u16) -> Result<(), Why> {
         let c = self.common;
         w16(c + 0x16, vq.index);
         w16(c + 0x18, vq.size());
@@ -259,14 +260,10 @@ impl PciDev {
         if r16(c + 0x1a) != vector {
             return Err(Why::At("the device refused MSI-X vector", vector.into()));
         }
+        let off = u64::from(r16(c + 0x1e));
+        vq.notify_addr = self.notify + off * u64::from(self.notify_mult);
         w16(c + 0x1c, 1);
         Ok(())
-    }
-
-    pub(super) fn notify(&self, q: u16) {
-        w16(self.common + 0x16, q);
-        let off = u64::from(r16(self.common + 0x1e));
-        w16(self.notify + off * u64::from(self.notify_mult), q);
     }
 
     pub(super) fn config8(&self, off: u64) -> u8 {

@@ -1,10 +1,11 @@
-//! The `rng` check: two 64-byte reads from virtio-rng, both filled, different.
+//! The `rng` check: two 64-byte reads from virtio-rng, both filled, different; then the average
+//! cycles of a polled 64-byte read.
 
 use super::virtqueue::Buf;
-use super::{Device, NO_VECTOR, bytes, dma, find_for, kind};
+use super::{Device, NO_VECTOR, TIMED_REQUESTS, bytes, dma, find_for, kind};
 use crate::checks::Why;
 use crate::cmdline::Config;
-use crate::println;
+use crate::{info, println};
 
 /// Bytes per read.
 const READ: usize = 64;
@@ -24,7 +25,10 @@ pub fn check(cfg: &Config) -> Result<(), Why> {
             return Err(Why::At("a 64-byte read returned bytes:", n.into()));
         }
     }
+    let timed = dma(READ as u64)?;
+    let cycles = dev.time_requests(&mut vq, &[Buf::write(timed, READ as u32)], TIMED_REQUESTS);
     dev.reset();
+    info!("rng_read_cycles", "{}", cycles?);
     // SAFETY: `buf` is this check's DMA memory; the device is reset and no longer writes it.
     let b = unsafe { bytes(buf, 2 * READ) };
     let (a, c) = b.split_at(READ);

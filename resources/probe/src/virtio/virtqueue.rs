@@ -45,6 +45,8 @@ impl Buf {
 pub struct Virtqueue {
     /// The queue's index on its device.
     pub index: u16,
+    /// virtio-pci: where a notification for this queue is written (set up by the transport).
+    pub notify_addr: u64,
     size: u16,
     desc: u64,
     avail: u64,
@@ -71,6 +73,7 @@ impl Virtqueue {
         };
         Ok(Self {
             index,
+            notify_addr: 0,
             size,
             desc: base,
             avail: base + 4096,

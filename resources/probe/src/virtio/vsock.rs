@@ -177,8 +177,8 @@ fn start(dev: Device, cid: u64) -> Result<Vsock, Why> {
     for i in 0..4.min(u64::from(ev.size())) {
         ev.add(&[Buf::write(ev_mem + i * 8, 8)])?;
     }
-    v.dev.t.notify(v.rx.index);
-    v.dev.t.notify(ev.index);
+    v.dev.t.notify(&v.rx);
+    v.dev.t.notify(&ev);
     Ok(v)
 }
 
@@ -265,7 +265,7 @@ impl Vsock {
                 data[..n].copy_from_slice(&b[HDR..HDR + n]);
                 h.len = n as u32;
                 self.post(addr)?;
-                self.dev.t.notify(self.rx.index);
+                self.dev.t.notify(&self.rx);
                 return Ok(Some(h));
             }
             if dl.expired() {
