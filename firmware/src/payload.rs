@@ -6,7 +6,9 @@ use std::sync::Arc;
 use crate::igvm::IgvmLoadError;
 use crate::linux::{self, LinuxError, hashes::KernelHashes};
 use crate::ovmf::{Ovmf, OvmfError, SevSectionType, TdvfSectionType};
-use crate::plan::{LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState};
+use crate::plan::{
+    LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState, in_guest_memory,
+};
 
 /// Architectural reset vector of the bootstrap processor.
 pub const BSP_RESET_EIP: u32 = 0xffff_fff0;
@@ -85,6 +87,23 @@ pub enum PayloadError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A metadata section lies outside guest memory.
+    #[error(
+        "OVMF image {path}: {section} at {gpa:#x}+{size:#x} lies outside guest memory \
+         ({memory:#x} bytes of RAM plus the firmware window below 4 GiB)"
+    )]
+    SectionOutsideMemory {
+        /// The file.
+        path: PathBuf,
+        /// The section.
+        section: String,
+        /// Its GPA.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// Guest memory size.
+        memory: u64,
     },
     /// APs need the SEV-ES reset block.
     #[error(
@@ -187,7 +206,9 @@ pub fn build_plan(payload: &Payload, config: &VmConfig) -> Result<LaunchPlan, Pa
     Ok(plan)
 }
 
-fn ovmf_plan(
+/// The plan of an already parsed OVMF image (`path` names it in errors; `kernel` requests SNP
+/// measured direct boot).
+pub fn ovmf_plan(
     ovmf: &Ovmf,
     path: &Path,
     kernel: Option<&KernelFiles>,
@@ -243,6 +264,7 @@ fn ovmf_plan(
                 });
             }
             for s in sections {
+                check_section(path, s.kind.name(), s.gpa, s.size, config)?;
                 let (kind, data) = match s.kind {
                     SevSectionType::SecMem | SevSectionType::SvsmCaa => {
                         (PageKind::Zero, PageData::Zero)
@@ -306,8 +328,11 @@ fn ovmf_plan(
                 ));
             }
             for s in ovmf.tdvf_sections().map_err(ovmf_err)? {
+                if s.kind == TdvfSectionType::PermMem {
+                    continue;
+                }
+                check_section(path, s.kind.name(), s.gpa, s.size, config)?;
                 let data = match s.kind {
-                    TdvfSectionType::PermMem => continue,
                     _ if s.raw_size == 0 => PageData::Zero,
                     _ => {
                         let img = ovmf.image();
@@ -319,10 +344,9 @@ fn ovmf_plan(
                                 offset: start,
                             }
                         } else {
-                            let mut v = img[start..end].to_vec();
-                            v.resize(s.size as usize, 0);
+                            // Only the raw data; the rest of the section reads as zero.
                             PageData::Bytes {
-                                blob: Arc::from(v),
+                                blob: Arc::from(&img[start..end]),
                                 offset: 0,
                             }
                         }
@@ -348,6 +372,25 @@ fn ovmf_plan(
     }
     debug_assert!(plan.imports.iter().all(|i| i.size % PAGE_SIZE == 0));
     Ok(plan)
+}
+
+fn check_section(
+    path: &Path,
+    name: &str,
+    gpa: u64,
+    size: u64,
+    config: &VmConfig,
+) -> Result<(), PayloadError> {
+    if in_guest_memory(gpa, size, config.memory) {
+        return Ok(());
+    }
+    Err(PayloadError::SectionOutsideMemory {
+        path: path.to_path_buf(),
+        section: name.to_string(),
+        gpa,
+        size,
+        memory: config.memory,
+    })
 }
 
 /// Reads the direct-boot files and hashes them as QEMU does for the kernel-hashes table.

@@ -305,6 +305,22 @@ pub struct MemoryRange {
     pub size: u64,
 }
 
+/// Start of the window below 4 GiB where firmware images may be mapped (256 MiB).
+pub const FIRMWARE_WINDOW: u64 = (1 << 32) - (256 << 20);
+
+/// Whether `[gpa, gpa + size)` lies in guest RAM (`memory` bytes laid out as
+/// [`crate::linux::memory_layout`] does) or in the firmware window just below 4 GiB.
+pub fn in_guest_memory(gpa: u64, size: u64, memory: u64) -> bool {
+    let Some(end) = gpa.checked_add(size) else {
+        return false;
+    };
+    let in_fw = gpa >= FIRMWARE_WINDOW && end <= 1 << 32;
+    in_fw
+        || crate::linux::memory_layout(memory)
+            .iter()
+            .any(|r| gpa >= r.gpa && end <= r.gpa + r.size)
+}
+
 /// An SNP ID block and its auth block, as `SNP_LAUNCH_FINISH` takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdBlockPair {

@@ -17,11 +17,10 @@ use super::{IgvmLoadError, isolation};
 use crate::id_block::{ID_AUTH_SIZE, PUBKEY_SIZE};
 use crate::linux;
 use crate::measure::vmsa;
-use crate::ovmf::MAX_IMAGE_SIZE;
 use crate::payload::{BSP_RESET_EIP, VmConfig};
 use crate::plan::{
     IdBlockPair, LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, SNP_VMSA_GPA,
-    VcpuState,
+    VcpuState, in_guest_memory,
 };
 
 fn platform_name(t: igvm_defs::IgvmPlatformType) -> String {
@@ -43,13 +42,7 @@ fn check_in_memory(
     size: u64,
     config: &VmConfig,
 ) -> Result<(), IgvmLoadError> {
-    let end = gpa.saturating_add(size);
-    let fw_window = ((1u64 << 32) - MAX_IMAGE_SIZE as u64)..=(1u64 << 32);
-    let in_fw = fw_window.contains(&gpa) && end <= (1 << 32);
-    let in_ram = linux::memory_layout(config.memory)
-        .iter()
-        .any(|r| gpa >= r.gpa && end <= r.gpa + r.size);
-    if in_fw || in_ram {
+    if in_guest_memory(gpa, size, config.memory) {
         Ok(())
     } else {
         Err(IgvmLoadError::OutsideMemory {
@@ -61,8 +54,52 @@ fn check_in_memory(
     }
 }
 
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Checks the file offsets of data-carrying headers before the igvm crate sees them: igvm 0.5
+/// subtracts and slices with them unchecked, which panics on a crafted file. Anything else
+/// malformed is left to the crate, which reports it.
+fn check_file_offsets(bytes: &[u8]) -> Result<(), IgvmLoadError> {
+    let (Some(off), Some(size)) = (le32(bytes, 8), le32(bytes, 12)) else {
+        return Ok(());
+    };
+    let (off, size) = (off as usize, size as usize);
+    let Some(headers) = off.checked_add(size).and_then(|end| bytes.get(off..end)) else {
+        return Err(IgvmLoadError::Unsupported(format!(
+            "the variable headers ({size:#x} bytes at {off:#x}) run past the end of the file              ({:#x} bytes)",
+            bytes.len()
+        )));
+    };
+    let data_start = off + size;
+    let mut at = 0usize;
+    let mut index = 0usize;
+    while let (Some(typ), Some(len)) = (le32(headers, at), le32(headers, at + 4)) {
+        let body = at + 8;
+        if matches!(typ, 0x301 | 0x302 | 0x304) {
+            if let Some(file_offset) = le32(headers, body + 12) {
+                let fo = file_offset as usize;
+                if fo != 0 && (fo < data_start || fo > bytes.len()) {
+                    return Err(IgvmLoadError::Unsupported(format!(
+                        "variable header {index} (type {typ:#x}) points at file offset {fo:#x},                          outside the file data {data_start:#x}..{:#x}",
+                        bytes.len()
+                    )));
+                }
+            }
+        }
+        let Some(next) = (len as usize).checked_add(7).map(|l| body + (l & !7)) else {
+            break;
+        };
+        at = next;
+        index += 1;
+    }
+    Ok(())
+}
+
 /// Loads `bytes` (an IGVM file) for `config.platform`.
 pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError> {
+    check_file_offsets(bytes)?;
     let file = IgvmFile::new_from_binary(bytes, None).map_err(IgvmLoadError::Parse)?;
     let wanted = isolation(config.platform);
     let mut supported = Vec::new();
