@@ -137,14 +137,21 @@ pub enum PayloadError {
     Config(String),
 }
 
-/// Reads a whole file into a shared buffer.
+/// Reads a whole file into a shared buffer (straight into the `Arc`, without a second copy).
 pub fn read_file(path: &Path) -> Result<Arc<[u8]>, PayloadError> {
-    std::fs::read(path)
-        .map(Arc::from)
-        .map_err(|error| PayloadError::Read {
-            path: path.to_path_buf(),
-            error,
-        })
+    use std::io::Read;
+    let err = |error| PayloadError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let len = f.metadata().map_err(err)?.len();
+    let len = usize::try_from(len).map_err(|_| err(std::io::ErrorKind::FileTooLarge.into()))?;
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let dst = Arc::get_mut(&mut buf).expect("a fresh Arc has one owner");
+    // A file that changes length while being read is an error, not a short buffer.
+    f.read_exact(dst).map_err(err)?;
+    Ok(buf)
 }
 
 /// Builds the launch plan of `payload` for `config`.

@@ -270,7 +270,12 @@ fn broken_igvm_files_are_refused_naming_file_and_defect() {
     case("crc.igvm", &crc, "tdx", "checksum");
     let mut past_end = bytes.clone();
     past_end[12..16].copy_from_slice(&0x7fff_0000u32.to_le_bytes()); // variable header size
-    case("past-end.igvm", &past_end, "tdx", "fixed header");
+    case(
+        "past-end.igvm",
+        &past_end,
+        "tdx",
+        "run past the end of the file",
+    );
     case(
         "wrong-platform.igvm",
         &bytes,

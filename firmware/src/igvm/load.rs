@@ -62,16 +62,35 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 /// subtracts and slices with them unchecked, which panics on a crafted file. Anything else
 /// malformed is left to the crate, which reports it.
 fn check_file_offsets(bytes: &[u8]) -> Result<(), IgvmLoadError> {
-    let (Some(off), Some(size)) = (le32(bytes, 8), le32(bytes, 12)) else {
+    let (Some(version), Some(off), Some(size), Some(total), Some(crc)) = (
+        le32(bytes, 4),
+        le32(bytes, 8),
+        le32(bytes, 12),
+        le32(bytes, 16),
+        le32(bytes, 20),
+    ) else {
         return Ok(());
     };
+    // Leave files with a wrong size or checksum to the crate, which says so precisely.
+    let fixed = if version == 1 { 24 } else { 32 };
+    if total as usize != bytes.len() || bytes.len() < fixed {
+        return Ok(());
+    }
     let (off, size) = (off as usize, size as usize);
     let Some(headers) = off.checked_add(size).and_then(|end| bytes.get(off..end)) else {
         return Err(IgvmLoadError::Unsupported(format!(
-            "the variable headers ({size:#x} bytes at {off:#x}) run past the end of the file              ({:#x} bytes)",
+            "the variable headers ({size:#x} bytes at {off:#x}) run past the end of the file ({:#x} bytes)",
             bytes.len()
         )));
     };
+    let mut fixed_header = bytes[..fixed].to_vec();
+    fixed_header[20..24].fill(0);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&fixed_header);
+    h.update(headers);
+    if h.finalize() != crc {
+        return Ok(());
+    }
     let data_start = off + size;
     let mut at = 0usize;
     let mut index = 0usize;
@@ -82,7 +101,7 @@ fn check_file_offsets(bytes: &[u8]) -> Result<(), IgvmLoadError> {
                 let fo = file_offset as usize;
                 if fo != 0 && (fo < data_start || fo > bytes.len()) {
                     return Err(IgvmLoadError::Unsupported(format!(
-                        "variable header {index} (type {typ:#x}) points at file offset {fo:#x},                          outside the file data {data_start:#x}..{:#x}",
+                        "variable header {index} (type {typ:#x}) points at file offset {fo:#x}, outside the file data {data_start:#x}..{:#x}",
                         bytes.len()
                     )));
                 }
