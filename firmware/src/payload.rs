@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::igvm::IgvmLoadError;
 use crate::linux::{self, LinuxError, hashes::KernelHashes};
+use crate::ovmf::tdvf::ATTR_PAGE_AUG;
 use crate::ovmf::{Ovmf, OvmfError, SevSectionType, TdvfSectionType};
 use crate::plan::{
     LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState, in_guest_memory,
@@ -335,7 +336,8 @@ pub fn ovmf_plan(
                 ));
             }
             for s in ovmf.tdvf_sections().map_err(ovmf_err)? {
-                if s.kind == TdvfSectionType::PermMem {
+                // PERM_MEM and PAGE_AUG sections are accepted by the guest later, not added.
+                if s.kind == TdvfSectionType::PermMem || s.attributes & ATTR_PAGE_AUG != 0 {
                     continue;
                 }
                 check_section(path, s.kind.name(), s.gpa, s.size, config)?;
