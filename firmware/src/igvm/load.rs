@@ -96,6 +96,17 @@ fn check_file_offsets(bytes: &[u8]) -> Result<(), IgvmLoadError> {
     let mut index = 0usize;
     while let (Some(typ), Some(len)) = (le32(headers, at), le32(headers, at + 4)) {
         let body = at + 8;
+        let known = matches!(typ, 0x1 | 0x101..=0x107 | 0x301..=0x305 | 0x307..=0x313);
+        if !known {
+            let what = if typ & (1 << 31) == 0 {
+                "an unknown required header"
+            } else {
+                "an optional header this parser cannot skip"
+            };
+            return Err(IgvmLoadError::Unsupported(format!(
+                "variable header {index} has type {typ:#x}: {what}"
+            )));
+        }
         if matches!(typ, 0x301 | 0x302 | 0x304) {
             if let Some(file_offset) = le32(headers, body + 12) {
                 let fo = file_offset as usize;
@@ -151,6 +162,7 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
 
     let mut areas: BTreeMap<u32, Area> = BTreeMap::new();
     let mut vmsa_state: Option<VcpuState> = None;
+    let mut native_state: Option<VcpuState> = None;
     // Occupied pages: page number -> index of the import that holds it.
     let mut occupied: BTreeMap<u64, usize> = BTreeMap::new();
     let mut push = |plan: &mut LaunchPlan, imp: PageImport| -> Result<(), IgvmLoadError> {
@@ -423,12 +435,39 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
                 });
             }
             IgvmDirectiveHeader::X64NativeVpContext {
-                compatibility_mask, ..
+                compatibility_mask,
+                vp_index,
+                context,
             } if compatibility_mask & mask != 0 => {
-                return Err(IgvmLoadError::Unsupported(
-                    "native VP contexts are not supported; the vCPUs start at the reset vector"
-                        .into(),
-                ));
+                if config.platform != Platform::None {
+                    return Err(IgvmLoadError::Unsupported(format!(
+                        "a native VP context on {}: KVM starts {} vCPUs in their architectural \
+                         reset state and does not take register state from the VMM",
+                        config.platform, config.platform
+                    )));
+                }
+                if *vp_index != 0 || native_state.is_some() {
+                    return Err(IgvmLoadError::Unsupported(format!(
+                        "native VP context for vCPU {vp_index}: only one, for vCPU 0, is supported"
+                    )));
+                }
+                let high = [
+                    context.r8,
+                    context.r9,
+                    context.r10,
+                    context.r11,
+                    context.r12,
+                    context.r13,
+                    context.r14,
+                    context.r15,
+                ];
+                if high.iter().any(|r| *r != 0) {
+                    return Err(IgvmLoadError::Unsupported(
+                        "native VP context sets r8-r15, which Veil's initial vCPU state does not carry"
+                            .into(),
+                    ));
+                }
+                native_state = Some(native_vcpu(context, config.cpu_signature));
             }
             _ => {}
         }
@@ -447,9 +486,44 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
             plan.vcpus = (0..config.cpus)
                 .map(|_| VcpuState::reset(BSP_RESET_EIP, sig))
                 .collect();
+            if let Some(bsp) = native_state {
+                plan.vcpus[0] = bsp;
+            }
         }
     }
     Ok(plan)
+}
+
+/// The state a native VP context asks for: flat code and data segments, the given control
+/// registers and general registers.
+fn native_vcpu(c: &igvm_defs::IgvmNativeVpContextX64, cpu_signature: u32) -> VcpuState {
+    let mut s = VcpuState::reset(BSP_RESET_EIP, cpu_signature);
+    let data = crate::plan::Segment {
+        selector: c.data_selector,
+        attrib: c.data_attributes,
+        limit: c.data_limit,
+        base: u64::from(c.data_base),
+    };
+    s.cs = crate::plan::Segment {
+        selector: c.code_selector,
+        attrib: c.code_attributes,
+        limit: c.code_limit,
+        base: u64::from(c.code_base),
+    };
+    (s.ds, s.es, s.ss, s.fs) = (data, data, data, data);
+    s.gs = crate::plan::Segment {
+        base: c.gs_base,
+        ..data
+    };
+    s.gdtr.base = c.gdtr_base;
+    s.gdtr.limit = u32::from(c.gdtr_limit);
+    s.idtr.base = c.idtr_base;
+    s.idtr.limit = u32::from(c.idtr_limit);
+    (s.cr0, s.cr3, s.cr4, s.efer) = (c.cr0, c.cr3, c.cr4, c.efer);
+    (s.rax, s.rbx, s.rcx, s.rdx) = (c.rax, c.rbx, c.rcx, c.rdx);
+    (s.rsi, s.rdi, s.rsp, s.rbp) = (c.rsi, c.rdi, c.rsp, c.rbp);
+    (s.rip, s.rflags) = (c.rip, c.rflags);
+    s
 }
 
 fn area(areas: &mut BTreeMap<u32, Area>, index: u32) -> Result<&mut Area, IgvmLoadError> {
