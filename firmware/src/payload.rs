@@ -361,6 +361,9 @@ pub fn ovmf_plan(
                         }
                     }
                 };
+                if s.kind == TdvfSectionType::TdHob {
+                    plan.td_hob = Some(s.gpa);
+                }
                 let kind = match (s.measured(), &data) {
                     (false, _) => PageKind::Unmeasured,
                     (true, PageData::Zero) => PageKind::Zero,
@@ -411,4 +414,77 @@ pub fn kernel_hashes(k: &KernelFiles) -> Result<KernelHashes, PayloadError> {
         initrd.as_deref(),
         k.cmdline.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+    fn config(platform: Platform, cpus: u32) -> VmConfig {
+        VmConfig {
+            platform,
+            cpus,
+            memory: 512 << 20,
+            cpu_signature: 0x00a0_0f11,
+            sev_features: 1,
+            policy: None,
+            host_data: [0; 32],
+            cmdline: None,
+        }
+    }
+
+    fn firmware() -> Option<Payload> {
+        Path::new(OVMF).is_file().then(|| Payload::Firmware {
+            path: OVMF.into(),
+            kernel: None,
+        })
+    }
+
+    #[test]
+    fn debian_ovmf_plans_for_snp_and_tdx() {
+        let Some(fw) = firmware() else {
+            eprintln!("skipped: {OVMF} is not installed");
+            return;
+        };
+        let snp = build_plan(&fw, &config(Platform::SevSnp, 3)).unwrap();
+        assert_eq!(snp.imports[0].label, "firmware");
+        assert_eq!(snp.imports[0].gpa, 0xffe0_0000);
+        let kinds: Vec<PageKind> = snp.imports[1..].iter().map(|i| i.kind).collect();
+        assert!(kinds.contains(&PageKind::Secrets) && kinds.contains(&PageKind::Cpuid));
+        assert_eq!(snp.vcpus.len(), 3);
+        assert_eq!(snp.vcpus[0].rip, 0xfff0);
+        assert_ne!(
+            snp.vcpus[1].cs.base, snp.vcpus[0].cs.base,
+            "APs start at the reset block"
+        );
+
+        let tdx = build_plan(&fw, &config(Platform::Tdx, 1)).unwrap();
+        let bfv = &tdx.imports[0];
+        assert_eq!(
+            (bfv.label.as_str(), bfv.kind),
+            ("TDVF BFV", PageKind::Normal)
+        );
+        assert!(
+            tdx.imports
+                .iter()
+                .any(|i| i.label == "TDVF CFV" && i.kind == PageKind::Unmeasured)
+        );
+        assert_eq!(tdx.td_hob, Some(0x80_9000));
+        assert!(tdx.imports.iter().all(|i| i.kind != PageKind::Secrets));
+    }
+
+    #[test]
+    fn tiny_guest_memory_is_refused_for_sections_outside_it() {
+        let Some(fw) = firmware() else {
+            eprintln!("skipped: {OVMF} is not installed");
+            return;
+        };
+        let mut c = config(Platform::SevSnp, 1);
+        c.memory = 4 << 20; // the SEV sections sit at 8 MiB
+        let e = build_plan(&fw, &c).unwrap_err();
+        assert!(e.to_string().contains("outside guest memory"), "{e}");
+        assert!(e.to_string().contains(OVMF), "{e}");
+    }
 }

@@ -75,7 +75,8 @@ pub enum PageKind {
     Unmeasured,
     /// The SNP secrets page (filled by the firmware).
     Secrets,
-    /// The SNP CPUID page (checked and filled by the firmware).
+    /// The SNP CPUID page. Its contents are not measured; the launch backend fills it with the
+    /// guest's CPUID table (the SNP firmware checks it and corrects rejected entries).
     Cpuid,
 }
 
@@ -351,8 +352,11 @@ pub struct LaunchPlan {
     pub host_data: [u8; 32],
     /// RAM the guest gets (below and above the 32-bit hole).
     pub memory: Vec<MemoryRange>,
-    /// Where the launch replay must get the entry point for plain guests (bzImage/PVH), if any.
+    /// Entry point for plain direct boot (bzImage 64-bit entry or ELF entry), if any.
     pub entry: Option<u64>,
+    /// TDX: GPA of the TD HOB section. Its import is unmeasured zero pages; the launch backend
+    /// writes the HOB (memory map for TDVF) there before `KVM_TDX_INIT_MEM_REGION`.
+    pub td_hob: Option<u64>,
 }
 
 impl LaunchPlan {
@@ -368,6 +372,7 @@ impl LaunchPlan {
             host_data: [0; 32],
             memory: Vec::new(),
             entry: None,
+            td_hob: None,
         }
     }
 
