@@ -61,48 +61,33 @@ fn igvm_round_trip_snp_equals_direct_ovmf_and_agrees_with_sev_snp_measure() {
             ],
         );
         let f = f.to_str().unwrap();
-        let via_igvm = ok(&[
-            "measure",
-            "--igvm",
-            f,
-            "--platform",
-            "sev-snp",
-            "--cpu-type",
-            cpu,
-        ]);
-        let direct = ok(&[
-            "measure",
-            "--firmware",
-            OVMF,
-            "--platform",
-            "sev-snp",
-            "--cpu-type",
-            cpu,
-        ]);
-        assert_eq!(via_igvm, direct, "cpu type {cpu}");
-        if veil_tests::have_tool("sev-snp-measure") {
-            let out = Command::new("sev-snp-measure")
-                .args([
-                    "--mode",
-                    "snp",
-                    "--vcpus",
-                    "1",
-                    "--vcpu-type",
-                    cpu,
-                    "--ovmf",
-                    OVMF,
-                ])
-                .output()
-                .unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                via_igvm,
-                "cpu type {cpu}"
-            );
-        } else {
-            eprintln!(
-                "note: sev-snp-measure missing; compared IGVM against the direct launch only"
-            );
+        for vcpus in ["1", "4"] {
+            let common = ["--platform", "sev-snp", "--cpu-type", cpu, "--cpus", vcpus];
+            let mut a = vec!["measure", "--igvm", f];
+            a.extend_from_slice(&common);
+            let via_igvm = ok(&a);
+            let mut d = vec!["measure", "--firmware", OVMF];
+            d.extend_from_slice(&common);
+            assert_eq!(via_igvm, ok(&d), "cpu type {cpu}, {vcpus} vCPUs");
+            if veil_tests::have_tool("sev-snp-measure") {
+                let out = Command::new("sev-snp-measure")
+                    .args([
+                        "--mode",
+                        "snp",
+                        "--vcpus",
+                        vcpus,
+                        "--vcpu-type",
+                        cpu,
+                        "--ovmf",
+                        OVMF,
+                    ])
+                    .output()
+                    .unwrap();
+                let oracle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                assert_eq!(oracle, via_igvm, "cpu type {cpu}, {vcpus} vCPUs");
+            } else {
+                eprintln!("note: sev-snp-measure missing; compared with the direct launch only");
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
