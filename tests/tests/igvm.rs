@@ -307,3 +307,73 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn igvm_build_embeds_a_signed_id_block_for_its_own_snp_digest() {
+    if !have_ovmf() || !veil_tests::have_tool("openssl") {
+        eprintln!("skipped: needs {OVMF} and openssl (to make keys)");
+        return;
+    }
+    let dir = veil_tests::scratch_dir("igvm-id-block");
+    let (id_key, author_key) = (dir.join("id.pem"), dir.join("author.pem"));
+    for k in [&id_key, &author_key] {
+        let st = Command::new("openssl")
+            .args(["ecparam", "-genkey", "-name", "secp384r1", "-noout", "-out"])
+            .arg(k)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let f = build(
+        &dir,
+        "signed.igvm",
+        &[
+            "--firmware",
+            OVMF,
+            "--platform",
+            "sev-snp",
+            "--cpu-type",
+            "EPYC-Milan",
+            "--cpus",
+            "2",
+            "--id-key",
+            id_key.to_str().unwrap(),
+            "--author-key",
+            author_key.to_str().unwrap(),
+        ],
+    );
+    let digest = ok(&[
+        "measure",
+        "--igvm",
+        f.to_str().unwrap(),
+        "--cpu-type",
+        "EPYC-Milan",
+        "--cpus",
+        "2",
+    ]);
+    let bytes = std::fs::read(&f).unwrap();
+    let config = veil_firmware::VmConfig {
+        platform: veil_firmware::Platform::SevSnp,
+        cpus: 2,
+        memory: 512 << 20,
+        cpu_signature: 0x00a0_0f11,
+        sev_features: 1,
+        policy: None,
+        host_data: [0; 32],
+        cmdline: None,
+    };
+    let plan = veil_firmware::igvm::load(&bytes, &config).unwrap();
+    let pair = plan.id_block.expect("the file carries an ID block");
+    assert!(pair.author_key_enabled);
+    let hex: String = pair.id_block[..48]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex, digest,
+        "the ID block signs the launch digest of the file itself"
+    );
+    assert_eq!(&pair.id_block[0x58..0x60], &0x30000u64.to_le_bytes());
+    veil_firmware::id_block::verify(&pair.id_block, &pair.id_auth).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
