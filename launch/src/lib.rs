@@ -1,1 +1,2 @@
 //! Platform backends (plain, SEV-SNP, TDX), host capability probing and attestation verification.
+pub mod host;
