@@ -289,6 +289,9 @@ fn ovmf_plan(
                 ));
             }
             for s in ovmf.tdvf_sections().map_err(ovmf_err)? {
+                if s.kind == TdvfSectionType::TdHob {
+                    plan.td_hob = Some(s.gpa);
+                }
                 let data = match s.kind {
                     TdvfSectionType::PermMem => continue,
                     _ if s.raw_size == 0 => PageData::Zero,

@@ -337,6 +337,8 @@ pub struct LaunchPlan {
     pub memory: Vec<MemoryRange>,
     /// Where the launch replay must get the entry point for plain guests (bzImage/PVH), if any.
     pub entry: Option<u64>,
+    /// TDX: GPA of the TD HOB section the VMM fills and passes to TDVF (`KVM_TDX_INIT_VCPU`).
+    pub td_hob: Option<u64>,
 }
 
 impl LaunchPlan {
@@ -352,6 +354,7 @@ impl LaunchPlan {
             host_data: [0; 32],
             memory: Vec::new(),
             entry: None,
+            td_hob: None,
         }
     }
 

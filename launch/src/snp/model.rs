@@ -1,0 +1,590 @@
+//! A software model of SEV-SNP launch under KVM: it accepts the same commands as the real
+//! platform, enforces the launch rules KVM and the SNP firmware enforce, and computes the launch
+//! digest the firmware would, from the pages and vCPU registers that cross the interface.
+//!
+//! The model is a checking tool (`veil run --dry-run`) and a test oracle; it never launches a
+//! guest. Digest: PAGE_INFO chaining of the SNP firmware ABI (each page: SHA-384 over the
+//! previous digest, the page's contents digest, length 0x70, page type, GPA), then one VMSA per
+//! vCPU at `LAUNCH_FINISH`, built from the registers the way KVM builds it.
+
+use kvm_bindings::kvm_cpuid_entry2;
+use sha2::{Digest, Sha384};
+
+use super::cpuid_page::{self, XSAVE_SIZE_X87_SSE};
+use super::{Init2, LaunchFinish, LaunchStart, SnpPlatform, model_vmsa};
+use crate::model_memory::{ModelMemory, RangeSet, check_aligned};
+use crate::platform::{CommandError, PrivateMemory, Rule, SlotSpec};
+use crate::regs::VcpuRegisters;
+use crate::sys::snp::{self as sys, page_type};
+use veil_firmware::plan::{PAGE_SIZE, SNP_VMSA_GPA};
+
+/// The modelled platform's settings.
+#[derive(Debug, Clone)]
+pub struct SnpModelConfig {
+    /// `vmsa_features` bits KVM accepts in INIT2 (KVM offers DebugSwap).
+    pub supported_vmsa_features: u64,
+    /// What `KVM_GET_SUPPORTED_CPUID` returns.
+    pub supported_cpuid: Vec<kvm_cpuid_entry2>,
+    /// The hardware's CPUID: the firmware rejects feature bits outside it.
+    pub platform_cpuid: Vec<kvm_cpuid_entry2>,
+    /// The firmware's API version (major, minor); policies asking for more are refused.
+    pub api_version: (u8, u8),
+    /// Do at most this many pages per `LAUNCH_UPDATE` (the kernel may stop early).
+    pub max_pages_per_update: Option<u64>,
+    /// Fail every n-th `LAUNCH_UPDATE` with `-EAGAIN` (the caller must retry).
+    pub eagain_every: Option<u32>,
+}
+
+fn leaf(function: u32, index: u32, flags: u32, r: [u32; 4]) -> kvm_cpuid_entry2 {
+    kvm_cpuid_entry2 {
+        function,
+        index,
+        flags,
+        eax: r[0],
+        ebx: r[1],
+        ecx: r[2],
+        edx: r[3],
+        ..Default::default()
+    }
+}
+
+/// A representative AMD EPYC (Zen 3) CPUID, the model platform's hardware and KVM's supported
+/// set. CPUID page contents are not measured, so the digest does not depend on it.
+pub fn epyc_cpuid() -> Vec<kvm_cpuid_entry2> {
+    let idx = kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+    vec![
+        leaf(0x0, 0, 0, [0x10, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
+        leaf(
+            0x1,
+            0,
+            0,
+            [0x00a0_0f11, 0x0000_0800, 0xfef8_3203, 0x178b_fbff],
+        ),
+        leaf(0x7, 0, idx, [0, 0x219c_97a9, 0x0040_068c, 0x0000_0010]),
+        leaf(0xd, 0, idx, [0x7, XSAVE_SIZE_X87_SSE, 0x340, 0]),
+        leaf(0xd, 1, idx, [0xf, XSAVE_SIZE_X87_SSE, 0, 0]),
+        leaf(
+            0x8000_0000,
+            0,
+            0,
+            [0x8000_0021, 0x6874_7541, 0x444d_4163, 0x6974_6e65],
+        ),
+        leaf(
+            0x8000_0001,
+            0,
+            0,
+            [0x00a0_0f11, 0, 0x75c2_37ff, 0x2fd3_fbff],
+        ),
+        leaf(0x8000_0008, 0, 0, [0x3030, 0x0101_d205, 0, 0]),
+        leaf(0x8000_001f, 0, 0, [0x0001_ff7f, 0x4177, 0x1fd, 0x1]),
+    ]
+}
+
+impl Default for SnpModelConfig {
+    fn default() -> Self {
+        SnpModelConfig {
+            supported_vmsa_features: sys::SEV_FEAT_DEBUG_SWAP,
+            supported_cpuid: epyc_cpuid(),
+            platform_cpuid: epyc_cpuid(),
+            api_version: (1, 55),
+            max_pages_per_update: None,
+            eagain_every: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Created,
+    Initialised,
+    Started,
+    Finished,
+}
+
+/// The SEV-SNP platform model.
+#[derive(Debug)]
+pub struct SnpModel {
+    config: SnpModelConfig,
+    state: State,
+    mem: ModelMemory,
+    vmsa_features: u64,
+    policy: u64,
+    launched: RangeSet,
+    regs: Vec<(u32, VcpuRegisters)>,
+    digest: [u8; 48],
+    updates: u32,
+    host_data: [u8; 32],
+    pages_measured: u64,
+}
+
+impl SnpModel {
+    /// A freshly created SNP VM (`KVM_CREATE_VM(KVM_X86_SNP_VM)`, `/dev/sev` opened).
+    pub fn new(config: SnpModelConfig) -> Self {
+        let mut mem = ModelMemory::default();
+        mem.log
+            .push("open /dev/sev; KVM_CREATE_VM type=4 (KVM_X86_SNP_VM)".to_string());
+        SnpModel {
+            config,
+            state: State::Created,
+            mem,
+            vmsa_features: 0,
+            policy: 0,
+            launched: RangeSet::default(),
+            regs: Vec::new(),
+            digest: [0; 48],
+            updates: 0,
+            host_data: [0; 32],
+            pages_measured: 0,
+        }
+    }
+
+    /// The launch digest, once `SNP_LAUNCH_FINISH` succeeded.
+    pub fn launch_digest(&self) -> Option<[u8; 48]> {
+        (self.state == State::Finished).then_some(self.digest)
+    }
+
+    /// The policy given to `SNP_LAUNCH_START`.
+    pub fn policy(&self) -> u64 {
+        self.policy
+    }
+
+    /// The host data given to `SNP_LAUNCH_FINISH`.
+    pub fn host_data(&self) -> [u8; 32] {
+        self.host_data
+    }
+
+    /// Pages chained into the digest so far (VMSAs included).
+    pub fn pages_measured(&self) -> u64 {
+        self.pages_measured
+    }
+
+    /// Every command that crossed the interface.
+    pub fn log(&self) -> &[String] {
+        &self.mem.log
+    }
+
+    /// The shared memory state (slots, private ranges, discards).
+    pub fn memory(&self) -> &ModelMemory {
+        &self.mem
+    }
+
+    fn chain(&mut self, page_type: u8, gpa: u64, contents: &[u8; 48]) {
+        let mut info = [0u8; 0x70];
+        info[0x00..0x30].copy_from_slice(&self.digest);
+        info[0x30..0x60].copy_from_slice(contents);
+        info[0x60..0x62].copy_from_slice(&0x70u16.to_le_bytes());
+        info[0x62] = page_type;
+        // IMI_PAGE (0x63) and the VMPL permissions (0x64..0x67) are zero under KVM.
+        info[0x68..0x70].copy_from_slice(&gpa.to_le_bytes());
+        self.digest.copy_from_slice(&Sha384::digest(info));
+        self.pages_measured += 1;
+    }
+
+    fn require(&self, command: &'static str, want: State) -> Result<(), CommandError> {
+        if self.state == want {
+            return Ok(());
+        }
+        let (rule, what) = match self.state {
+            State::Finished => (
+                Rule::AfterFinish,
+                "the launch is already finished".to_string(),
+            ),
+            s => (
+                Rule::Order,
+                format!("the VM is in state {s:?}, {command} needs {want:?}"),
+            ),
+        };
+        Err(CommandError::rule(command, libc::EINVAL, rule, what))
+    }
+
+    /// Checks a CPUID page against the firmware's policy; returns the corrected page on failure.
+    fn check_cpuid_page(&self, page: &[u8]) -> Result<(), (Vec<u8>, String)> {
+        let (count, fns, reserved_ok) = cpuid_page::decode(page);
+        let mut problems = Vec::new();
+        if count as usize > cpuid_page::MAX_FUNCTIONS {
+            problems.push(format!("count {count} exceeds 64"));
+        }
+        if !reserved_ok {
+            problems.push("reserved fields are not zero".to_string());
+        }
+        let mut fixed = fns.clone();
+        for f in fixed.iter_mut() {
+            let hw = self
+                .config
+                .platform_cpuid
+                .iter()
+                .find(|e| e.function == f.eax_in && (e.index == f.ecx_in || e.flags == 0));
+            let feature_leaf = matches!(f.eax_in, 0x1 | 0x7 | 0x8000_0001);
+            if let (true, Some(hw)) = (feature_leaf, hw) {
+                let (ecx, edx) = (f.ecx & hw.ecx, f.edx & hw.edx);
+                let ebx = if f.eax_in == 0x7 {
+                    f.ebx & hw.ebx
+                } else {
+                    f.ebx
+                };
+                if (ebx, ecx, edx) != (f.ebx, f.ecx, f.edx) {
+                    problems.push(format!(
+                        "CPUID {:#x}.{:#x} reports features the hardware lacks",
+                        f.eax_in, f.ecx_in
+                    ));
+                    (f.ebx, f.ecx, f.edx) = (ebx, ecx, edx);
+                }
+            }
+            if f.eax_in == 0xd && f.ecx_in <= 1 && f.xcr0_in <= 3 && f.ebx != XSAVE_SIZE_X87_SSE {
+                problems.push(format!(
+                    "CPUID 0xd.{:#x} EBX {:#x} is not the XSAVE size {XSAVE_SIZE_X87_SSE:#x} for \
+                     XCR0 {:#x}",
+                    f.ecx_in, f.ebx, f.xcr0_in
+                ));
+                f.ebx = XSAVE_SIZE_X87_SSE;
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        fixed.truncate(cpuid_page::MAX_FUNCTIONS);
+        let mut out = vec![0u8; PAGE_SIZE as usize];
+        cpuid_page::encode(&fixed, &mut out);
+        Err((out, problems.join("; ")))
+    }
+}
+
+impl PrivateMemory for SnpModel {
+    fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
+        if self.state == State::Finished {
+            return self.require("KVM_SET_USER_MEMORY_REGION2", State::Started);
+        }
+        self.mem.add_slot(spec)
+    }
+
+    fn set_memory_attributes(
+        &mut self,
+        gpa: u64,
+        size: u64,
+        private: bool,
+    ) -> Result<(), CommandError> {
+        self.mem.set_attributes(gpa, size, private)
+    }
+
+    fn discard(&mut self, gpa: u64, size: u64, private_backing: bool) -> Result<(), CommandError> {
+        self.mem.discard(gpa, size, private_backing)
+    }
+
+    fn enable_page_state_exits(&mut self) -> Result<(), CommandError> {
+        self.mem.enable_page_state_exits();
+        Ok(())
+    }
+
+    fn create_vcpu(&mut self, id: u32) -> Result<(), CommandError> {
+        if self.state == State::Finished {
+            return Err(CommandError::rule(
+                "KVM_CREATE_VCPU",
+                libc::EINVAL,
+                Rule::AfterFinish,
+                "a vCPU created after SNP_LAUNCH_FINISH has no measured VMSA",
+            ));
+        }
+        self.mem.create_vcpu(id)
+    }
+}
+
+impl SnpPlatform for SnpModel {
+    fn init2(&mut self, init: &Init2) -> Result<(), CommandError> {
+        const CMD: &str = "KVM_SEV_INIT2";
+        self.require(CMD, State::Created)?;
+        let unsupported = init.vmsa_features & !self.config.supported_vmsa_features;
+        if unsupported != 0 {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::Unsupported,
+                format!(
+                    "vmsa_features {:#x} has bits {unsupported:#x} KVM does not offer (supported \
+                     {:#x}; SNP_ACTIVE is added by KVM, not passed)",
+                    init.vmsa_features, self.config.supported_vmsa_features
+                ),
+            ));
+        }
+        if init.ghcb_version > sys::GHCB_VERSION {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::Unsupported,
+                format!("GHCB version {} > 2", init.ghcb_version),
+            ));
+        }
+        self.vmsa_features = init.vmsa_features;
+        self.state = State::Initialised;
+        self.mem.log.push(format!(
+            "KVM_SEV_INIT2 vmsa_features={:#x} ghcb_version={} flags=0",
+            init.vmsa_features, init.ghcb_version
+        ));
+        Ok(())
+    }
+
+    fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
+        self.mem.log.push(format!(
+            "KVM_GET_SUPPORTED_CPUID ({} entries)",
+            self.config.supported_cpuid.len()
+        ));
+        Ok(self.config.supported_cpuid.clone())
+    }
+
+    fn launch_start(&mut self, start: &LaunchStart) -> Result<(), CommandError> {
+        const CMD: &str = "SNP_LAUNCH_START";
+        self.require(CMD, State::Initialised)?;
+        let p = start.policy;
+        if p & !sys::POLICY_VALID != 0 || p & sys::POLICY_RSVD_MBO == 0 {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::Unsupported,
+                format!(
+                    "policy {p:#x}: bit 17 must be set and only bits {:#x} may be",
+                    sys::POLICY_VALID
+                ),
+            ));
+        }
+        let (major, minor) = (((p >> 8) & 0xff) as u8, (p & 0xff) as u8);
+        if (major, minor) > self.config.api_version {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EIO,
+                Rule::Unsupported,
+                format!(
+                    "policy asks for firmware API {major}.{minor}, the firmware is {}.{}",
+                    self.config.api_version.0, self.config.api_version.1
+                ),
+            )
+            .with_fw(u64::from(sys::SEV_RET_POLICY_FAILURE)));
+        }
+        self.policy = p;
+        self.state = State::Started;
+        self.mem
+            .log
+            .push(format!("SNP_LAUNCH_START policy={p:#x} flags=0"));
+        Ok(())
+    }
+
+    fn launch_update(
+        &mut self,
+        gfn: u64,
+        src: Option<&mut [u8]>,
+        pages: u64,
+        ptype: u8,
+    ) -> Result<u64, CommandError> {
+        const CMD: &str = "SNP_LAUNCH_UPDATE";
+        self.require(CMD, State::Started)?;
+        let gpa = gfn.checked_mul(PAGE_SIZE).ok_or_else(|| {
+            CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::Alignment,
+                format!("gfn {gfn:#x} overflows"),
+            )
+        })?;
+        let len = pages.saturating_mul(PAGE_SIZE);
+        check_aligned(CMD, gpa, len)?;
+        match ptype {
+            page_type::VMSA => {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EINVAL,
+                    Rule::VmsaFromUserspace,
+                    "page type VMSA: KVM creates the VMSAs at SNP_LAUNCH_FINISH",
+                ));
+            }
+            page_type::NORMAL
+            | page_type::ZERO
+            | page_type::UNMEASURED
+            | page_type::SECRETS
+            | page_type::CPUID => {}
+            t => {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EINVAL,
+                    Rule::Unsupported,
+                    format!("unknown page type {t}"),
+                ));
+            }
+        }
+        let mut src = match src {
+            Some(s) if (s.len() as u64) < len => {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EFAULT,
+                    Rule::Alignment,
+                    format!("source holds {:#x} bytes for {len:#x}", s.len()),
+                ));
+            }
+            Some(s) => Some(s),
+            None if ptype == page_type::ZERO => None,
+            None => {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EFAULT,
+                    Rule::Alignment,
+                    format!("page type {} needs source pages", page_type::name(ptype)),
+                ));
+            }
+        };
+        self.mem.check_private(CMD, gpa, len)?;
+        if self.launched.contains_any(gpa, gpa + len) {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EEXIST,
+                Rule::PageTwice,
+                format!("a page in {gpa:#x}+{len:#x} was already launched"),
+            ));
+        }
+        self.updates += 1;
+        if let Some(n) = self.config.eagain_every {
+            if n > 0 && self.updates % n == 0 {
+                self.mem.log.push(format!(
+                    "SNP_LAUNCH_UPDATE gfn={gfn:#x} pages={pages} type={} -> EAGAIN",
+                    page_type::name(ptype)
+                ));
+                return Err(CommandError::new(
+                    CMD,
+                    libc::EAGAIN,
+                    "the kernel asked to retry",
+                ));
+            }
+        }
+        let todo = self
+            .config
+            .max_pages_per_update
+            .map_or(pages, |m| m.clamp(1, pages));
+        if ptype == page_type::CPUID {
+            let src = src
+                .as_deref_mut()
+                .expect("checked above: CPUID pages have a source");
+            for i in 0..todo as usize {
+                let page = &mut src[i * PAGE_SIZE as usize..(i + 1) * PAGE_SIZE as usize];
+                if let Err((fixed, why)) = self.check_cpuid_page(page) {
+                    page.copy_from_slice(&fixed);
+                    self.mem.log.push(format!(
+                        "SNP_LAUNCH_UPDATE gfn={gfn:#x} pages={pages} type=CPUID -> EIO, \
+                         firmware INVALID_PARAM, corrected page written back"
+                    ));
+                    return Err(CommandError::rule(
+                        CMD,
+                        libc::EIO,
+                        Rule::CpuidPage,
+                        format!("the firmware rejected the CPUID page: {why}"),
+                    )
+                    .with_fw(u64::from(sys::SEV_RET_INVALID_PARAM)));
+                }
+            }
+        }
+        let src: Option<&[u8]> = src.as_deref();
+        for i in 0..todo {
+            let contents: [u8; 48] = match (ptype, src) {
+                (page_type::NORMAL, Some(s)) => {
+                    let page = &s[(i * PAGE_SIZE) as usize..((i + 1) * PAGE_SIZE) as usize];
+                    Sha384::digest(page).into()
+                }
+                _ => [0; 48],
+            };
+            self.chain(ptype, gpa + i * PAGE_SIZE, &contents);
+        }
+        self.launched.insert(gpa, gpa + todo * PAGE_SIZE);
+        self.mem.log.push(format!(
+            "SNP_LAUNCH_UPDATE gfn={gfn:#x} pages={pages} type={}{}",
+            page_type::name(ptype),
+            if todo < pages {
+                format!(" -> {todo} done, rest written back")
+            } else {
+                String::new()
+            }
+        ));
+        Ok(todo)
+    }
+
+    fn set_vcpu_registers(&mut self, id: u32, regs: &VcpuRegisters) -> Result<(), CommandError> {
+        const CMD: &str = "KVM_SET_REGS";
+        if self.state == State::Finished {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::AfterFinish,
+                "the vCPU state is encrypted after SNP_LAUNCH_FINISH",
+            ));
+        }
+        if !self.mem.vcpus.contains(&id) {
+            return Err(CommandError::rule(
+                CMD,
+                libc::ENOENT,
+                Rule::VcpuState,
+                format!("vCPU {id} was never created"),
+            ));
+        }
+        self.regs.retain(|(v, _)| *v != id);
+        self.regs.push((id, regs.clone()));
+        self.mem.log.push(format!(
+            "KVM_SET_REGS/SREGS/FPU/XCRS/DEBUGREGS/MSRS vcpu={id} cs={:#x}:{:#x} rip={:#x} \
+             rdx={:#x}",
+            regs.sregs.cs.selector, regs.sregs.cs.base, regs.regs.rip, regs.regs.rdx
+        ));
+        Ok(())
+    }
+
+    fn launch_finish(&mut self, finish: &LaunchFinish<'_>) -> Result<(), CommandError> {
+        const CMD: &str = "SNP_LAUNCH_FINISH";
+        self.require(CMD, State::Started)?;
+        if let Some(b) = finish.id_block {
+            let auth = finish.id_auth.map_or(0, <[u8]>::len);
+            if b.len() != 96 || auth != 4096 {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EINVAL,
+                    Rule::Unsupported,
+                    format!(
+                        "ID block of {} bytes and auth of {auth}: need 96 and 4096",
+                        b.len()
+                    ),
+                ));
+            }
+        }
+        // KVM syncs each vCPU's VMSA in creation order; it refuses a DR7 beyond its fixed bits.
+        let mut vmsas = Vec::new();
+        for id in self.mem.vcpus.clone() {
+            let regs = self
+                .regs
+                .iter()
+                .find(|(v, _)| *v == id)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default();
+            if regs.dr7 & !model_vmsa::DR7_FIXED_1 != 0 {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EINVAL,
+                    Rule::VcpuState,
+                    format!(
+                        "vCPU {id} has DR7 {:#x}: KVM will not encrypt a VMSA with breakpoints",
+                        regs.dr7
+                    ),
+                ));
+            }
+            vmsas.push(model_vmsa::build(&regs, self.vmsa_features));
+        }
+        for v in &vmsas {
+            let h: [u8; 48] = Sha384::digest(&v[..]).into();
+            self.chain(page_type::VMSA, SNP_VMSA_GPA, &h);
+        }
+        self.host_data = finish.host_data;
+        self.state = State::Finished;
+        self.mem.log.push(format!(
+            "SNP_LAUNCH_FINISH id_block_en={} auth_key_en={} host_data={} ({} VMSAs measured)",
+            u8::from(finish.id_block.is_some()),
+            u8::from(finish.author_key),
+            hex(&finish.host_data),
+            vmsas.len()
+        ));
+        Ok(())
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
