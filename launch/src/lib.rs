@@ -9,12 +9,13 @@ pub mod host;
 
 pub mod dry_run;
 pub mod error;
+pub mod kvm_vm;
 pub mod layout;
 mod model_memory;
 pub mod pages;
 pub mod platform;
 pub mod regs;
-// pub mod runtime;
+pub mod runtime;
 pub mod snp;
 pub mod sys;
 pub mod tdx;

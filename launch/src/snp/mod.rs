@@ -2,7 +2,7 @@
 //! its software model, and the launch driver that replays a [`veil_firmware::LaunchPlan`].
 
 pub mod cpuid_page;
-// pub mod kvm;
+pub mod kvm;
 pub mod launch;
 pub mod model;
 mod model_vmsa;

@@ -143,7 +143,6 @@ pub struct KvmTdxInitVm {
     pub cpuid: Cpuid2Header,
 }
 
-
 /// `struct kvm_tdx_init_mem_region`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -2,10 +2,10 @@
 //! KVM implementation, its software model, the TD HOB for TDVF, and the launch driver.
 
 pub mod hob;
-// pub mod kvm;
+pub mod kvm;
 pub mod launch;
 pub mod model;
-// pub mod quote;
+pub mod quote;
 
 use kvm_bindings::kvm_cpuid_entry2;
 
