@@ -6,6 +6,8 @@
 
 pub mod cpu_types;
 pub mod guid;
+pub mod id_block;
+pub mod igvm;
 pub mod linux;
 pub mod measure;
 pub mod ovmf;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::igvm::IgvmLoadError;
 use crate::linux::{self, LinuxError, hashes::KernelHashes};
 use crate::ovmf::{Ovmf, OvmfError, SevSectionType, TdvfSectionType};
 use crate::plan::{LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState};
@@ -31,6 +32,8 @@ pub enum Payload {
         /// Kernel, initrd and command line for direct boot.
         kernel: Option<KernelFiles>,
     },
+    /// An IGVM file.
+    Igvm(PathBuf),
     /// A Linux kernel booted directly (plain guests only).
     Kernel(KernelFiles),
 }
@@ -52,28 +55,28 @@ pub struct VmConfig {
     pub policy: Option<u64>,
     /// Host data for SNP_LAUNCH_FINISH.
     pub host_data: [u8; 32],
+    /// Command line for an IGVM file's COMMAND_LINE parameter.
+    pub cmdline: Option<String>,
 }
 
 /// Why a payload could not be turned into a plan; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The OVMF image is malformed or lacks what the platform needs.
-    #[error("OVMF image {path}: {source}")]
+    #[error("OVMF image {path}: {error}")]
     Ovmf {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        #[source]
-        source: OvmfError,
+        error: OvmfError,
     },
     /// The kernel-hashes section is missing or unusable.
     #[error("OVMF image {path}: {reason}")]
@@ -92,13 +95,20 @@ pub enum PayloadError {
         path: PathBuf,
     },
     /// The kernel is malformed or does not fit.
-    #[error("kernel {path}: {source}")]
+    #[error("kernel {path}: {error}")]
     Linux {
         /// The kernel file.
         path: PathBuf,
         /// What is wrong.
-        #[source]
-        source: LinuxError,
+        error: LinuxError,
+    },
+    /// The IGVM file is malformed or breaks a rule.
+    #[error("IGVM file {path}: {error}")]
+    Igvm {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: IgvmLoadError,
     },
     /// The combination is not supported.
     #[error("{0}")]
@@ -112,9 +122,9 @@ pub enum PayloadError {
 pub fn read_file(path: &Path) -> Result<Arc<[u8]>, PayloadError> {
     std::fs::read(path)
         .map(Arc::from)
-        .map_err(|source| PayloadError::Read {
+        .map_err(|error| PayloadError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })
 }
 
@@ -129,11 +139,18 @@ pub fn build_plan(payload: &Payload, config: &VmConfig) -> Result<LaunchPlan, Pa
     let mut plan = match payload {
         Payload::Firmware { path, kernel } => {
             let image = read_file(path)?;
-            let ovmf = Ovmf::parse(image).map_err(|source| PayloadError::Ovmf {
+            let ovmf = Ovmf::parse(image).map_err(|error| PayloadError::Ovmf {
                 path: path.clone(),
-                source,
+                error,
             })?;
             ovmf_plan(&ovmf, path, kernel.as_ref(), config)?
+        }
+        Payload::Igvm(path) => {
+            let bytes = read_file(path)?;
+            crate::igvm::load(&bytes, config).map_err(|error| PayloadError::Igvm {
+                path: path.clone(),
+                error,
+            })?
         }
         Payload::Kernel(files) => {
             if config.platform != Platform::None {
@@ -153,9 +170,9 @@ pub fn build_plan(payload: &Payload, config: &VmConfig) -> Result<LaunchPlan, Pa
                 files.cmdline.as_deref().unwrap_or(""),
                 config.memory,
             )
-            .map_err(|source| PayloadError::Linux {
+            .map_err(|error| PayloadError::Linux {
                 path: files.kernel.clone(),
-                source,
+                error,
             })?;
             plan.vcpus = (0..config.cpus)
                 .map(|_| VcpuState::reset(BSP_RESET_EIP, config.cpu_signature))
@@ -176,9 +193,9 @@ fn ovmf_plan(
     kernel: Option<&KernelFiles>,
     config: &VmConfig,
 ) -> Result<LaunchPlan, PayloadError> {
-    let ovmf_err = |source| PayloadError::Ovmf {
+    let ovmf_err = |error| PayloadError::Ovmf {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut plan = LaunchPlan::new(config.platform);
     plan.memory = linux::memory_layout(config.memory);

@@ -1,9 +1,9 @@
 //! A SHA-384 over the launch plan of a plain (non-confidential) guest, so such launches are
 //! reproducible too.
 //!
-//! Encoding, all integers little-endian: `"VEIL-PLAN-V1"`; per import `"IMPORT"`, gpa u64,
-//! size u64, kind name length u8 and bytes, then the import's bytes (zero pages included) for
-//! kinds that carry data (normal, unmeasured); per vCPU `"VCPU"` and its VMSA-layout register
+//! Encoding, all integers little-endian: `"VEIL-PLAN-V1"`; per page of every import, in plan
+//! order, `"PAGE"`, gpa u64, kind name length u8 and bytes, then the page's 4096 bytes for kinds
+//! that carry data (normal, unmeasured) - so how imports are split does not matter; per vCPU `"VCPU"` and its VMSA-layout register
 //! page; per memory range `"RAM"`, gpa u64, size u64; `"ENTRY"` and the entry point when set.
 
 use sha2::{Digest, Sha384};
@@ -20,14 +20,14 @@ pub fn digest(
     h.update(b"VEIL-PLAN-V1");
     let zero = [0u8; PAGE_SIZE as usize];
     for imp in &plan.imports {
-        h.update(b"IMPORT");
-        h.update(imp.gpa.to_le_bytes());
-        h.update(imp.size.to_le_bytes());
         let name = imp.kind.name().as_bytes();
-        h.update([name.len() as u8]);
-        h.update(name);
-        if matches!(imp.kind, PageKind::Normal | PageKind::Unmeasured) {
-            for i in 0..imp.pages() {
+        let data = matches!(imp.kind, PageKind::Normal | PageKind::Unmeasured);
+        for i in 0..imp.pages() {
+            h.update(b"PAGE");
+            h.update((imp.gpa + i * PAGE_SIZE).to_le_bytes());
+            h.update([name.len() as u8]);
+            h.update(name);
+            if data {
                 match imp.page_slice(i) {
                     Some(s) => {
                         h.update(s);

@@ -1,13 +1,111 @@
-//! `veil igvm` (placeholder until the measurement issue lands).
+//! `veil igvm`: IGVM tools.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use veil_firmware::measure;
+use veil_firmware::{Payload, Platform, build_plan};
+
+use super::measure::{MeasureArgs, PayloadArgs, vm_config};
 
 /// Subcommands of `veil igvm`.
 #[derive(Debug, clap::Subcommand)]
 pub enum IgvmCommand {
-    /// Wrap an OVMF image (and optionally a kernel) into an IGVM file.
-    Build,
+    /// Wrap an OVMF image (and optionally a kernel, initrd and command line for SNP measured
+    /// direct boot) into an IGVM file for SEV-SNP and/or TDX (and/or native).
+    Build(BuildArgs),
+}
+
+/// Arguments of `veil igvm build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The OVMF image to wrap.
+    #[arg(long)]
+    pub firmware: PathBuf,
+    /// Kernel for SNP measured direct boot (its hashes go into the KERNEL_HASHES page).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs for measured direct boot.
+    #[arg(long, alias = "initrd")]
+    pub initramfs: Option<PathBuf>,
+    /// Command line for measured direct boot.
+    #[arg(long, alias = "append")]
+    pub cmdline: Option<String>,
+    /// Platforms to include (repeat or comma-separate): sev-snp, tdx, none.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub platform: Vec<Platform>,
+    /// QEMU CPU model for the SNP VMSA's CPU signature.
+    #[arg(long, conflicts_with = "cpu_sig")]
+    pub cpu_type: Option<String>,
+    /// CPU signature for the SNP VMSA.
+    #[arg(long)]
+    pub cpu_sig: Option<String>,
+    /// SEV features written into the SNP VMSA.
+    #[arg(long, default_value = "0x1")]
+    pub guest_features: String,
+    /// SNP guest policy.
+    #[arg(long, default_value = "0x30000")]
+    pub policy: String,
+    /// Output file.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Also print the digest of each platform (as `veil measure` would print it for 1 vCPU).
+    #[arg(long)]
+    pub print_digests: bool,
+}
+
+fn number(s: &str, what: &str) -> anyhow::Result<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .with_context(|| format!("{what} {s:?} is not a number"))
 }
 
 /// Runs the subcommand.
-pub fn execute(_cmd: IgvmCommand) -> anyhow::Result<i32> {
-    anyhow::bail!("veil igvm is not available in this build yet")
+pub fn execute(cmd: IgvmCommand) -> anyhow::Result<i32> {
+    let IgvmCommand::Build(args) = cmd;
+    if args.kernel.is_none() && (args.initramfs.is_some() || args.cmdline.is_some()) {
+        bail!("--initramfs and --cmdline need --kernel");
+    }
+    let mut plans = Vec::new();
+    for &platform in &args.platform {
+        let margs = MeasureArgs {
+            payload: PayloadArgs {
+                kernel: args.kernel.clone(),
+                initramfs: args.initramfs.clone(),
+                cmdline: args.cmdline.clone(),
+                firmware: Some(args.firmware.clone()),
+                igvm: None,
+            },
+            platform,
+            cpus: 1,
+            memory: 512 << 20,
+            cpu_type: args.cpu_type.clone(),
+            cpu_sig: args
+                .cpu_sig
+                .as_deref()
+                .map(|s| number(s, "--cpu-sig"))
+                .transpose()?,
+            guest_features: number(&args.guest_features, "--guest-features")?,
+            policy: Some(number(&args.policy, "--policy")?),
+            host_data: None,
+            trace: false,
+            json: false,
+        };
+        let config = vm_config(&margs)?;
+        let payload: Payload = margs.payload.payload()?;
+        let plan = build_plan(&payload, &config)
+            .with_context(|| format!("building the {platform} plan"))?;
+        if args.print_digests {
+            let d = measure::digest(&plan, None)?;
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{platform}: {hex}");
+        }
+        plans.push(plan);
+    }
+    let bytes = veil_firmware::igvm::build(&plans)?;
+    std::fs::write(&args.output, bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    Ok(0)
 }

@@ -17,20 +17,26 @@ pub struct PayloadArgs {
     /// Initramfs for direct boot.
     #[arg(long, alias = "initrd")]
     pub initramfs: Option<PathBuf>,
-    /// Kernel command line for direct boot.
+    /// Kernel command line for direct boot (with --igvm: the file's COMMAND_LINE parameter).
     #[arg(long, alias = "append")]
     pub cmdline: Option<String>,
     /// Firmware image (OVMF), loaded to end at 4 GiB.
     #[arg(long, conflicts_with = "igvm")]
     pub firmware: Option<PathBuf>,
     /// IGVM file.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs"])]
     pub igvm: Option<PathBuf>,
 }
 
 impl PayloadArgs {
     /// The payload these flags describe.
     pub fn payload(&self) -> anyhow::Result<Payload> {
+        if let Some(igvm) = &self.igvm {
+            return match (&self.firmware, &self.kernel) {
+                (None, None) => Ok(Payload::Igvm(igvm.clone())),
+                _ => bail!("--igvm cannot be combined with --firmware or --kernel"),
+            };
+        }
         let kernel = match &self.kernel {
             Some(k) => Some(KernelFiles {
                 kernel: k.clone(),
@@ -42,15 +48,13 @@ impl PayloadArgs {
             }
             None => None,
         };
-        Ok(match (&self.firmware, &self.igvm, kernel) {
-            (Some(f), None, kernel) => Payload::Firmware {
+        Ok(match (&self.firmware, kernel) {
+            (Some(f), kernel) => Payload::Firmware {
                 path: f.clone(),
                 kernel,
             },
-            (None, Some(_i), None) => bail!("--igvm is not supported by this build yet"),
-            (None, None, Some(k)) => Payload::Kernel(k),
-            (None, None, None) => bail!("no payload: give --firmware, --igvm or --kernel"),
-            _ => bail!("--igvm cannot be combined with --firmware or --kernel"),
+            (None, Some(k)) => Payload::Kernel(k),
+            (None, None) => bail!("no payload: give --firmware, --igvm or --kernel"),
         })
     }
 }
@@ -160,6 +164,7 @@ pub fn vm_config(args: &MeasureArgs) -> anyhow::Result<VmConfig> {
             Some(h) => parse_host_data(h)?,
             None => [0; 32],
         },
+        cmdline: args.payload.cmdline.clone(),
     })
 }
 

@@ -1,0 +1,282 @@
+//! `veil igvm build` round trips: an OVMF wrapped into IGVM measures exactly like the same OVMF
+//! launched directly (and, for SEV-SNP, like `sev-snp-measure` computes it); broken IGVM files
+//! are refused with an error naming the file and the defect.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+fn veil(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(veil_tests::bin("veil"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (ok, out, err) = veil(args);
+    assert!(ok, "veil {args:?} failed: {err}");
+    out
+}
+
+fn have_ovmf() -> bool {
+    let there = Path::new(OVMF).is_file();
+    if !there {
+        eprintln!("skipped: {OVMF} is missing (apt-get install ovmf)");
+    }
+    there
+}
+
+fn build(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let mut args = vec!["igvm", "build", "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ok(&args);
+    out
+}
+
+#[test]
+fn igvm_round_trip_snp_equals_direct_ovmf_and_agrees_with_sev_snp_measure() {
+    if !have_ovmf() {
+        return;
+    }
+    let dir = veil_tests::scratch_dir("igvm-snp");
+    for cpu in ["EPYC", "EPYC-Milan", "EPYC-Genoa"] {
+        let f = build(
+            &dir,
+            &format!("ovmf-{cpu}.igvm"),
+            &[
+                "--firmware",
+                OVMF,
+                "--platform",
+                "sev-snp",
+                "--cpu-type",
+                cpu,
+            ],
+        );
+        let f = f.to_str().unwrap();
+        let via_igvm = ok(&[
+            "measure",
+            "--igvm",
+            f,
+            "--platform",
+            "sev-snp",
+            "--cpu-type",
+            cpu,
+        ]);
+        let direct = ok(&[
+            "measure",
+            "--firmware",
+            OVMF,
+            "--platform",
+            "sev-snp",
+            "--cpu-type",
+            cpu,
+        ]);
+        assert_eq!(via_igvm, direct, "cpu type {cpu}");
+        if veil_tests::have_tool("sev-snp-measure") {
+            let out = Command::new("sev-snp-measure")
+                .args([
+                    "--mode",
+                    "snp",
+                    "--vcpus",
+                    "1",
+                    "--vcpu-type",
+                    cpu,
+                    "--ovmf",
+                    OVMF,
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                via_igvm,
+                "cpu type {cpu}"
+            );
+        } else {
+            eprintln!(
+                "note: sev-snp-measure missing; compared IGVM against the direct launch only"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn igvm_round_trip_snp_with_kernel_hashes_equals_direct_and_agrees_with_sev_snp_measure() {
+    let dir = veil_tests::scratch_dir("igvm-snp-hashes");
+    let ovmf = dir.join("OVMF-hashes.fd");
+    std::fs::write(
+        &ovmf,
+        veil_tests::ovmf_image::build(
+            0x40000,
+            &[
+                (0x80_0000, 0x9000, 1),
+                (0x80_9000, 0x1000, 2),
+                (0x80_a000, 0x1000, 3),
+                (0x80_b000, 0x1000, 0x10),
+            ],
+            0xfffc_b004,
+            Some(0x80_b000),
+        ),
+    )
+    .unwrap();
+    let kernel = dir.join("vmlinuz");
+    std::fs::write(&kernel, vec![0x5a; 12345]).unwrap();
+    let (o, k) = (ovmf.to_str().unwrap(), kernel.to_str().unwrap());
+    let common = [
+        "--cpu-type",
+        "EPYC-Milan",
+        "--kernel",
+        k,
+        "--cmdline",
+        "quiet",
+    ];
+    let mut b = vec!["--firmware", o, "--platform", "sev-snp"];
+    b.extend_from_slice(&common);
+    let f = build(&dir, "hashes.igvm", &b);
+    let via_igvm = ok(&[
+        "measure",
+        "--igvm",
+        f.to_str().unwrap(),
+        "--cpu-type",
+        "EPYC-Milan",
+    ]);
+    let mut d = vec!["measure", "--firmware", o];
+    d.extend_from_slice(&common);
+    assert_eq!(via_igvm, ok(&d));
+    if veil_tests::have_tool("sev-snp-measure") {
+        let out = Command::new("sev-snp-measure")
+            .args([
+                "--mode",
+                "snp",
+                "--vcpus",
+                "1",
+                "--vcpu-type",
+                "EPYC-Milan",
+                "--ovmf",
+                o,
+                "--kernel",
+                k,
+                "--append",
+                "quiet",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), via_igvm);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn igvm_round_trip_tdx_mrtd_and_plain_digest_equal_direct_ovmf() {
+    if !have_ovmf() {
+        return;
+    }
+    let dir = veil_tests::scratch_dir("igvm-tdx");
+    let f = build(
+        &dir,
+        "multi.igvm",
+        &[
+            "--firmware",
+            OVMF,
+            "--platform",
+            "tdx,sev-snp,none",
+            "--cpu-type",
+            "EPYC",
+        ],
+    );
+    let f = f.to_str().unwrap();
+    for cpus in ["1", "4"] {
+        let via = ok(&["measure", "--igvm", f, "--platform", "tdx", "--cpus", cpus]);
+        let direct = ok(&[
+            "measure",
+            "--firmware",
+            OVMF,
+            "--platform",
+            "tdx",
+            "--cpus",
+            cpus,
+        ]);
+        assert_eq!(via, direct, "TDX MRTD, {cpus} vCPUs");
+        assert_eq!(via.len(), 96);
+    }
+    let via = ok(&["measure", "--igvm", f, "--platform", "none"]);
+    assert_eq!(
+        via,
+        ok(&["measure", "--firmware", OVMF, "--platform", "none"])
+    );
+    let via = ok(&[
+        "measure",
+        "--igvm",
+        f,
+        "--platform",
+        "sev-snp",
+        "--cpu-type",
+        "EPYC",
+    ]);
+    assert_eq!(
+        via,
+        ok(&["measure", "--firmware", OVMF, "--cpu-type", "EPYC"])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn broken_igvm_files_are_refused_naming_file_and_defect() {
+    if !have_ovmf() {
+        return;
+    }
+    let dir = veil_tests::scratch_dir("igvm-bad");
+    let good = build(&dir, "tdx.igvm", &["--firmware", OVMF, "--platform", "tdx"]);
+    let bytes = std::fs::read(&good).unwrap();
+    let case = |name: &str, data: &[u8], platform: &str, expect: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        let (ok, _, err) = veil(&[
+            "measure",
+            "--igvm",
+            p.to_str().unwrap(),
+            "--platform",
+            platform,
+            "--cpu-type",
+            "EPYC",
+        ]);
+        assert!(!ok, "{name} was accepted");
+        assert!(
+            err.contains(name),
+            "{name}: error does not name the file: {err}"
+        );
+        assert!(
+            err.contains(expect),
+            "{name}: expected {expect:?} in: {err}"
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    };
+    case(
+        "truncated.igvm",
+        &bytes[..bytes.len() / 3],
+        "tdx",
+        "fixed header",
+    );
+    let mut crc = bytes.clone();
+    crc[64] ^= 0x01;
+    case("crc.igvm", &crc, "tdx", "checksum");
+    let mut past_end = bytes.clone();
+    past_end[12..16].copy_from_slice(&0x7fff_0000u32.to_le_bytes()); // variable header size
+    case("past-end.igvm", &past_end, "tdx", "fixed header");
+    case(
+        "wrong-platform.igvm",
+        &bytes,
+        "sev-snp",
+        "does not support platform sev-snp",
+    );
+    case("empty.igvm", &[], "tdx", "fixed header");
+    let _ = std::fs::remove_dir_all(&dir);
+}
