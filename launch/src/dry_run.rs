@@ -65,8 +65,13 @@ pub fn run(plan: &LaunchPlan, opts: &DryRunOptions) -> Result<DryRun, LaunchErro
                 log: m.log().to_vec(),
                 digest,
                 notes: vec![format!(
-                    "attributes {:#x}, xfam {:#x}, TD HOB at {:#x}",
-                    done.attributes, done.xfam, done.td_hob
+                    "attributes {:#x}, xfam {:#x}, {}",
+                    done.attributes,
+                    done.xfam,
+                    match done.td_hob {
+                        Some(h) => format!("TD HOB at {h:#x}"),
+                        None => "no TD HOB (the payload describes its own memory)".to_string(),
+                    }
                 )],
             })
         }

@@ -39,8 +39,10 @@ pub enum LaunchError {
         /// Its GPA.
         gpa: u64,
     },
-    /// TDX: the plan has no TD HOB section to describe memory to TDVF.
-    #[error("the TDVF image has no TD_HOB section: TDVF cannot learn the guest's memory")]
+    /// TDX: the plan's TD HOB GPA is not one of its imports.
+    #[error(
+        "the plan's TD HOB is not one of its imported sections: TDVF cannot learn the guest's memory"
+    )]
     NoTdHob,
     /// TDX: the TD HOB does not fit its section.
     #[error("the TD HOB needs {need} bytes, the TD_HOB section at {gpa:#x} holds {room}")]

@@ -50,8 +50,9 @@ pub struct TdxLaunched {
     pub attributes: u64,
     /// XFAM used.
     pub xfam: u64,
-    /// GPA of the TD HOB.
-    pub td_hob: u64,
+    /// GPA of the TD HOB (none for payloads, like IGVM files, that learn their memory from
+    /// their own parameters).
+    pub td_hob: Option<u64>,
     /// The memory slots created.
     pub slots: Vec<SlotSpec>,
 }
@@ -96,7 +97,7 @@ pub fn td_cpuid(caps: &TdxCapabilities, supported: &[kvm_cpuid_entry2]) -> Vec<k
         .collect()
 }
 
-fn check_plan(plan: &LaunchPlan) -> Result<u64, LaunchError> {
+fn check_plan(plan: &LaunchPlan) -> Result<Option<u64>, LaunchError> {
     if plan.platform != Platform::Tdx {
         return Err(LaunchError::WrongPlatform {
             plan: plan.platform,
@@ -118,7 +119,12 @@ fn check_plan(plan: &LaunchPlan) -> Result<u64, LaunchError> {
             gpa: i.gpa,
         });
     }
-    plan.td_hob.ok_or(LaunchError::NoTdHob)
+    if let Some(h) = plan.td_hob {
+        if !plan.imports.iter().any(|i| i.gpa == h) {
+            return Err(LaunchError::NoTdHob);
+        }
+    }
+    Ok(plan.td_hob)
 }
 
 /// Launches `plan` on `p`: CAPABILITIES, INIT_VM, page-state exits, private guest_memfd slots,
@@ -180,7 +186,7 @@ pub fn launch<P: TdxPlatform>(
     for i in 0..plan.vcpus.len() as u32 {
         p.create_vcpu(i)?;
         p.set_vcpu_cpuid(i, &cpuid)?;
-        p.init_vcpu(i, td_hob)?;
+        p.init_vcpu(i, td_hob.unwrap_or(0))?;
     }
 
     // Every page added at launch is accepted; the rest of RAM is unaccepted memory for TDVF.
@@ -188,11 +194,10 @@ pub fn launch<P: TdxPlatform>(
     for imp in &plan.imports {
         added.insert(imp.gpa, imp.gpa + imp.size);
     }
-    let hob_bytes = hob::build(td_hob, &hob::resources(&plan.memory, &added));
-    let mut hob_written = false;
+    let hob_bytes = td_hob.map(|gpa| hob::build(gpa, &hob::resources(&plan.memory, &added)));
     for imp in &plan.imports {
         let mut buf = PageBuffer::from_import(imp);
-        if imp.gpa == td_hob {
+        if let (Some(td_hob), Some(hob_bytes)) = (td_hob.filter(|h| *h == imp.gpa), &hob_bytes) {
             if hob_bytes.len() as u64 > imp.size {
                 return Err(LaunchError::HobTooLarge {
                     need: hob_bytes.len(),
@@ -200,8 +205,7 @@ pub fn launch<P: TdxPlatform>(
                     gpa: td_hob,
                 });
             }
-            buf.as_mut_slice()[..hob_bytes.len()].copy_from_slice(&hob_bytes);
-            hob_written = true;
+            buf.as_mut_slice()[..hob_bytes.len()].copy_from_slice(hob_bytes);
         }
         let measure = imp.kind != PageKind::Unmeasured;
         let pages = imp.pages();
@@ -225,9 +229,6 @@ pub fn launch<P: TdxPlatform>(
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-    if !hob_written {
-        return Err(LaunchError::NoTdHob);
     }
     p.finalize()?;
     Ok(TdxLaunched {

@@ -1,6 +1,7 @@
 //! Tests of the launch drivers against the platform models: digest agreement with
 //! `veil_firmware::measure`, the rules the models enforce, and run-time conversions.
 
+mod igvm;
 mod snp;
 mod snp_rules;
 mod tdx;
@@ -27,6 +28,7 @@ pub fn ovmf_plan(platform: Platform, cpus: u32, sev_features: u64) -> Option<Lau
         sev_features,
         policy: None,
         host_data: [0; 32],
+        cmdline: None,
     };
     let payload = Payload::Firmware {
         path: PathBuf::from(OVMF),
