@@ -3,3 +3,4 @@
 //! Devices never depend on the VMM: guest memory and interrupts reach them through traits.
 
 pub mod bus;
+pub mod legacy;

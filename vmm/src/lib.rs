@@ -1,4 +1,31 @@
-//! Veil's VMM as a library: a validated `VmConfig`, a launch call and a handle to the running guest.
+//! Veil's VMM as a library: a validated [`VmConfig`], a [`launch`] call and a [`VmHandle`] to wait
+//! for or stop the running guest.
 //!
 //! The `veil` binary is a thin command line over this crate, so that cloud builders can embed Veil.
+//!
+//! ```no_run
+//! use veil_vmm::{Kernel, VmConfig, launch};
+//! let config = VmConfig::builder(Kernel::File("vmlinux".into()))
+//!     .cpus(2)
+//!     .memory(512 << 20)
+//!     .cmdline("console=ttyS0")
+//!     .build()?;
+//! let vm = launch(&config)?;
+//! let exit = vm.wait();
+//! std::process::exit(exit.status());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+mod devices;
+pub mod exit;
+mod handle;
+pub mod memory;
 pub mod probe_image;
+mod vcpu;
+mod vm;
+pub mod x86;
+
+pub use config::{BootProtocol, ConfigError, Kernel, MemorySize, SerialOutput, VmConfig};
+pub use exit::{CrashReport, GuestExit};
+pub use handle::{LaunchError, VmHandle, launch};

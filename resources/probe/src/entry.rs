@@ -1,15 +1,31 @@
-//! Entry points: the 32-bit PVH entry, the 64-bit Linux boot protocol entry (at image offset 0x200,
-//! which is also the bzImage's 64-bit entry), the PVH ELF note and the boot page tables.
+//! Everything the probe runs at CPL0, in assembly: on our nested KVM every CPL0 instruction goes
+//! through an instruction emulator, which is slow (~1,700x) and fails on most SSE instructions
+//! (`xorps` ends the VM with "emulation failure"), so no compiled Rust code runs at CPL0.
 //!
-//! Both entries write to port 0x80 first (Veil's boot marker), then reach `common64`, which loads
-//! the probe's boot GDT, a stack, enables SSE, zeroes `.bss` and calls [`crate::probe_start`].
+//! - `pvh_entry` (32-bit, the PVH note's entry) and `linux64_entry` (64-bit, `e_entry`, image
+//!   offset 0x200 = the bzImage's 64-bit entry) both write port 0x80 first, then reach
+//!   `common64`: static GDT, stack, SSE on, `.bss` zeroed, static identity map of the first
+//!   4 GiB (user pages, the MMIO hole uncached), the BSP's TSS and the IDT, xAPIC mode, and
+//!   `iretq` to ring 3 at [`crate::probe_main`]`(proto, info)` with IOPL 3 (which this nested
+//!   KVM drops: ring 3 does port I/O through the TSS I/O bitmap).
+//! - `ap_entry64`: where the AP trampoline lands; loads the tables and the AP's TSS and drops to
+//!   ring 3 at `crate::smp::ap_main(ticket)`.
+//! - Exceptions (vectors 0-31, IST1) copy their frame to `exc_frame` and leave for ring 3 at
+//!   [`crate::cpu::exception_report`], except the #GP of a ring-3 `hlt`, which halts the CPU:
+//!   that is how ring 3 stops a CPU. (This nested KVM turns a ring-3 `int n` into #UD, so the
+//!   probe has no `int` gate.)
 
+use crate::cpu::{GDT_ENTRIES, KERNEL_CS, KERNEL_DS, TSS_BASE, USER_CS, USER_DS};
 use core::arch::global_asm;
 
-/// Boot protocol numbers passed to `probe_start` in EDI.
+/// Boot protocol numbers passed to `probe_main`.
 pub const BOOT_PVH: u32 = 1;
 /// See [`BOOT_PVH`].
 pub const BOOT_LINUX: u32 = 2;
+/// RFLAGS for ring 3: IOPL 3, interrupts off.
+pub const USER_RFLAGS: u64 = 0x3002;
+/// Bytes of the BSP's ring-3 stack.
+pub const USTACK_BYTES: u64 = 64 << 10;
 
 global_asm!(
     r#"
@@ -20,7 +36,7 @@ pvh_entry:
     out 0x80, al
     mov esi, ebx
     mov edi, {pvh}
-    lgdt [boot_gdtr]
+    lgdt [gdtr]
     mov eax, cr4
     or eax, 0x620
     mov cr4, eax
@@ -44,14 +60,14 @@ linux64_entry:
     out 0x80, al
     mov edi, {linux}
 common64:
-    lea rsp, [rip + boot_stack_top]
-    lgdt [rip + boot_gdtr]
+    lea rsp, [rip + kstack_top]
+    lgdt [rip + gdtr]
     lea rax, [rip + 2f]
-    push 0x08
+    push {kcs}
     push rax
     retfq
 2:
-    mov eax, 0x10
+    mov eax, {kds}
     mov ds, ax
     mov es, ax
     mov ss, ax
@@ -59,11 +75,13 @@ common64:
     mov gs, ax
     mov rax, cr0
     and rax, -5
-    or rax, 2
+    or rax, 0x22
     mov cr0, rax
     mov rax, cr4
-    or rax, 0x600
+    or rax, 0x620
     mov cr4, rax
+    lea rax, [rip + boot_pml4]
+    mov cr3, rax
     mov r12d, edi
     mov r13, rsi
     lea rdi, [rip + __bss_start]
@@ -72,10 +90,233 @@ common64:
     shr rcx, 3
     xor eax, eax
     rep stosq
+
+    # The BSP's TSS: ring-0 stack, IST1, and an I/O bitmap allowing every port (this nested KVM
+    # does not honour IOPL 3 from iretq; the bitmap lets ring 3 do port I/O everywhere).
+    lea rax, [rip + bsp_tss]
+    lea rcx, [rip + kstack_top]
+    mov [rax + 4], rcx
+    lea rcx, [rip + istack_top]
+    mov [rax + 36], rcx
+    mov word ptr [rax + 102], 104
+    mov byte ptr [rax + {tss_limit}], 0xff
+    # Its descriptor (GDT slot {tss}).
+    lea rdi, [rip + gdt + {tss}]
+    mov rdx, rax
+    shl rdx, 16
+    mov rcx, 0xffffff0000
+    and rdx, rcx
+    mov rcx, rax
+    shr rcx, 24
+    and rcx, 0xff
+    shl rcx, 56
+    or rdx, rcx
+    mov rcx, 0x0000890000000000 + {tss_limit}
+    or rdx, rcx
+    mov [rdi], rdx
+    shr rax, 32
+    mov [rdi + 8], rax
+    mov eax, {tss}
+    ltr ax
+
+    # IDT: exception gates (IST1) for 0-31.
+    lea rdi, [rip + idt]
+    lea rsi, [rip + exc_stubs]
+    mov ecx, 32
+    mov r8, 0x00008e0100000000
+3:
+    call set_gate
+    add rsi, 16
+    add rdi, 16
+    dec ecx
+    jnz 3b
+    lidt [rip + idtr]
+
+    # The LAPIC: leave x2APIC mode if the loader enabled it (ring 3 drives it through MMIO).
+    mov ecx, 0x1b
+    rdmsr
+    test eax, 0x400
+    jz 4f
+    and eax, -0xc01
+    wrmsr
+    or eax, 0x800
+    wrmsr
+4:
+    and eax, -0x1000
+    mov [rip + apic_base], eax
+    mov [rip + apic_base + 4], edx
+
+    push {rflags}
+    popfq
     mov edi, r12d
     mov rsi, r13
-    call {start}
-    ud2
+    # Enter ring 3 with RSP = 8 mod 16, as after a `call`, as the ABI expects.
+    lea rax, [rip + ustack_top - 8]
+    push {uds}
+    push rax
+    push {rflags}
+    push {ucs}
+    lea rax, [rip + {main}]
+    push rax
+    iretq
+
+    # Writes the gate for handler RSI with attributes R8 (type, DPL, IST) at RDI.
+set_gate:
+    mov rax, rsi
+    and eax, 0xffff
+    or rax, r8
+    mov rdx, rsi
+    shr rdx, 16
+    and edx, 0xffff
+    shl rdx, 48
+    or rax, rdx
+    mov edx, {kcs}
+    shl rdx, 16
+    or rax, rdx
+    mov [rdi], rax
+    mov rax, rsi
+    shr rax, 32
+    mov [rdi + 8], rax
+    ret
+
+    .text
+    .globl ap_entry64
+ap_entry64:
+    test rsp, rsp
+    jz 6f
+    lgdt [rip + gdtr]
+    lea rax, [rip + 5f]
+    push {kcs}
+    push rax
+    retfq
+5:
+    mov eax, {kds}
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov eax, edi
+    shl eax, 4
+    add eax, {tss} + 16
+    ltr ax
+    lidt [rip + idtr]
+    mov rax, rsp
+    add rax, [rip + ap_ustack_offset]
+    sub rax, 8
+    push {uds}
+    push rax
+    push {rflags}
+    push {ucs}
+    lea rax, [rip + {ap_main}]
+    push rax
+    iretq
+6:
+    cli
+    hlt
+    jmp 6b
+
+    .macro EXC_NOERR v
+    .p2align 4
+    push 0
+    push \v
+    jmp exc_common
+    .endm
+    .macro EXC_ERR v
+    .p2align 4
+    push \v
+    jmp exc_common
+    .endm
+    .p2align 4
+exc_stubs:
+    EXC_NOERR 0
+    EXC_NOERR 1
+    EXC_NOERR 2
+    EXC_NOERR 3
+    EXC_NOERR 4
+    EXC_NOERR 5
+    EXC_NOERR 6
+    EXC_NOERR 7
+    EXC_ERR 8
+    EXC_NOERR 9
+    EXC_ERR 10
+    EXC_ERR 11
+    EXC_ERR 12
+    EXC_ERR 13
+    EXC_ERR 14
+    EXC_NOERR 15
+    EXC_NOERR 16
+    EXC_ERR 17
+    EXC_NOERR 18
+    EXC_NOERR 19
+    EXC_NOERR 20
+    EXC_ERR 21
+    EXC_NOERR 22
+    EXC_NOERR 23
+    EXC_NOERR 24
+    EXC_NOERR 25
+    EXC_NOERR 26
+    EXC_NOERR 27
+    EXC_NOERR 28
+    EXC_ERR 29
+    EXC_ERR 30
+    EXC_NOERR 31
+    # Copies [vector, error, rip, cs, rflags, rsp, ss] and CR2 to exc_frame, then reports
+    # from ring 3 on its own stack.
+exc_common:
+    # Ring 3 halts its CPU by executing `hlt`, which raises #GP: do it here.
+    cmp qword ptr [rsp], 13
+    jne 13f
+    test byte ptr [rsp + 24], 3
+    jz 13f
+    mov rax, [rsp + 16]
+    cmp byte ptr [rax], 0xf4
+    jne 13f
+    cli
+14:
+    hlt
+    jmp 14b
+13:
+    cmp byte ptr [rip + exc_busy], 0
+    jne exc_nested
+    mov byte ptr [rip + exc_busy], 1
+    lea rdi, [rip + exc_frame]
+    mov ecx, 7
+7:
+    pop rax
+    mov [rdi], rax
+    add rdi, 8
+    dec ecx
+    jnz 7b
+    mov rax, cr2
+    mov [rdi], rax
+    lea rdi, [rip + exc_frame]
+    lea rax, [rip + exc_ustack_top - 8]
+    push {uds}
+    push rax
+    push {rflags}
+    push {ucs}
+    lea rax, [rip + {report}]
+    push rax
+    iretq
+
+    # An exception while reporting one: say so from here and stop.
+exc_nested:
+    lea rsi, [rip + nested_msg]
+    mov edx, 0x3f8
+10:
+    mov al, [rsi]
+    test al, al
+    jz 11f
+    out dx, al
+    inc rsi
+    jmp 10b
+11:
+    mov edx, 0xf4
+    mov eax, 1
+    out dx, eax
+12:
+    cli
+    hlt
+    jmp 12b
 
     .section .note.Xen, "a"
     .p2align 2
@@ -85,41 +326,98 @@ common64:
     .asciz "Xen"
     .long pvh_entry
 
+    # The identity map of the first 4 GiB: 2 MiB pages, user-accessible, 3-4 GiB uncached.
+    # Ring 3 adds PDPT entries for RAM above 4 GiB (see paging.rs).
     .section .data.boot_pt, "aw"
     .p2align 12
+    .globl boot_pml4
 boot_pml4:
-    .quad boot_pdpt + 3
+    .quad boot_pdpt + 7
     .fill 511, 8, 0
+    .globl boot_pdpt
 boot_pdpt:
-    .quad boot_pd + 3
-    .fill 511, 8, 0
+    .quad boot_pd + 0x0007
+    .quad boot_pd + 0x1007
+    .quad boot_pd + 0x2007
+    .quad boot_pd + 0x3007
+    .fill 508, 8, 0
 boot_pd:
-    .set pde, 0x83
-    .rept 512
+    .set pde, 0x87
+    .rept 1536
     .quad pde
     .set pde, pde + 0x200000
     .endr
+    .rept 512
+    .quad pde | 0x18
+    .set pde, pde + 0x200000
+    .endr
 
-    .p2align 3
-boot_gdt:
+    .section .rodata
+nested_msg:
+    .asciz "PROBE FAIL exception: another exception while reporting one\nPROBE FAIL\n"
+
+    .section .data, "aw"
+    .p2align 4
+    .globl gdt
+gdt:
     .quad 0
     .quad 0x00af9a000000ffff
     .quad 0x00cf92000000ffff
-boot_gdt_end:
+    .quad 0x00cff2000000ffff
+    .quad 0x00affa000000ffff
+    .fill {gdt_entries} - 5, 8, 0
     .p2align 3
-boot_gdtr:
-    .short boot_gdt_end - boot_gdt - 1
-    .quad boot_gdt
+gdtr:
+    .short {gdt_entries} * 8 - 1
+    .quad gdt
+idtr:
+    .short 256 * 16 - 1
+    .quad idt
+    .globl apic_base
+apic_base:
+    .quad 0xfee00000
+    .globl ap_ustack_offset
+ap_ustack_offset:
+    .quad 0
+
+    .section .bss, "aw", @nobits
+    .p2align 4
+bsp_tss:
+    .skip {tss_limit} + 1
+    .p2align 4
+idt:
+    .skip 256 * 16
+    .globl exc_frame
+exc_frame:
+    .skip 8 * 8
+exc_busy:
+    .skip 8
 
     .section .stack, "aw", @nobits
     .p2align 12
-boot_stack:
     .skip 16384
-    .globl boot_stack_top
-boot_stack_top:
+kstack_top:
+    .skip 8192
+istack_top:
+    .skip 16384
+exc_ustack_top:
+    .skip {ustack}
+    .globl ustack_top
+ustack_top:
     .text
 "#,
     pvh = const BOOT_PVH,
     linux = const BOOT_LINUX,
-    start = sym crate::probe_start,
+    kcs = const KERNEL_CS,
+    kds = const KERNEL_DS,
+    ucs = const USER_CS,
+    uds = const USER_DS,
+    tss = const TSS_BASE,
+    rflags = const USER_RFLAGS,
+    gdt_entries = const GDT_ENTRIES,
+    ustack = const USTACK_BYTES,
+    tss_limit = const crate::cpu::TSS_LIMIT,
+    main = sym crate::probe_main,
+    ap_main = sym crate::smp::ap_main,
+    report = sym crate::cpu::exception_report,
 );

@@ -42,6 +42,15 @@ impl fmt::Write for Console {
     }
 }
 
+/// Prints formatted text on the console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = write!($crate::serial::Console, $($arg)*);
+    }};
+}
+
 /// Prints formatted text on the console, then a newline.
 #[macro_export]
 macro_rules! println {

@@ -1,13 +1,22 @@
 //! Subcommands of `veil`. Each lives in its own module with its own clap `Args`.
 //!
-//! Exit statuses: 0 success, 1 run-time failure, 2 usage error (clap's default for bad flags).
+//! Exit statuses: 0 success, 1 run-time failure, 2 usage error. Usage errors are bad flags or
+//! flag values (clap's own errors, and settings out of range: `--cpus 0` or above what Veil or
+//! this host's KVM allows, `--memory` that does not parse, is 0, or exceeds the host's RAM).
+//! Run-time failures are everything found while running: `/dev/kvm` missing or not permitted, a
+//! kernel or initramfs that is missing, unreadable, malformed or does not fit, a crashed guest.
+//! `veil run` otherwise ends with the guest's status: 0 for shutdown or reset, the value written
+//! to the debug-exit port.
 
 pub mod attest;
 pub mod host_check;
 pub mod id_block;
 pub mod igvm;
+pub mod logger;
 pub mod measure;
 pub mod run;
+
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
@@ -39,10 +48,11 @@ pub enum Command {
 }
 
 impl Command {
-    /// Runs the subcommand and returns the process exit status.
-    pub fn execute(self) -> anyhow::Result<i32> {
+    /// Runs the subcommand and returns the process exit status; `start` is when the process
+    /// started (the boot timer's origin).
+    pub fn execute(self, start: Instant) -> anyhow::Result<i32> {
         match self {
-            Command::Run(a) => run::execute(a),
+            Command::Run(a) => run::execute(a, start),
             Command::Measure(a) => measure::execute(a),
             Command::HostCheck(a) => host_check::execute(a),
             Command::Attest(a) => attest::execute(a),
@@ -50,4 +60,10 @@ impl Command {
             Command::Igvm(a) => igvm::execute(a),
         }
     }
+}
+
+/// Prints a usage error the way clap does (to stderr) and returns its exit status, 2.
+pub fn usage_error(err: &dyn std::fmt::Display) -> i32 {
+    eprintln!("veil: error: {err}");
+    2
 }

@@ -1,0 +1,367 @@
+//! `VmConfig`: what to launch, validated once. Every later stage trusts it.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+/// Most vCPUs Veil gives a guest: xAPIC ids are 8 bits and `0xff` is the broadcast id, so the MP
+/// table and the MADT's local APIC entries name CPUs `0..=253` and the IOAPIC takes id 254.
+pub const MAX_CPUS: u32 = 254;
+/// Least guest RAM Veil accepts: kernels load at 1 MiB and need room above it.
+pub const MIN_MEMORY: u64 = 4 << 20;
+/// Longest kernel command line, NUL included (the command-line area is 64 KiB).
+pub const MAX_CMDLINE: usize = 64 << 10;
+const PAGE_SIZE: u64 = 4096;
+
+/// Invalid configuration: each variant names the setting and what was wrong with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--cpus 0`.
+    #[error("--cpus: a guest needs at least one vCPU (got 0)")]
+    ZeroCpus,
+    /// More vCPUs than Veil's APIC-id range allows.
+    #[error("--cpus {0}: at most {MAX_CPUS} vCPUs are supported (8-bit APIC ids)")]
+    TooManyCpus(u32),
+    /// A memory size string that does not parse.
+    #[error(
+        "--memory {0:?}: not a size; use a number with an optional K, M, G or T suffix (plain numbers are MiB), e.g. 512M or 2G"
+    )]
+    BadMemorySize(String),
+    /// `--memory 0`.
+    #[error("--memory: the guest needs some memory (got 0)")]
+    ZeroMemory,
+    /// Less memory than a kernel needs.
+    #[error("--memory {0} bytes: at least {MIN_MEMORY} bytes (4 MiB) are needed")]
+    MemoryTooSmall(u64),
+    /// Not a whole number of 4 KiB pages.
+    #[error("--memory {0} bytes: must be a multiple of 4 KiB")]
+    MemoryNotPageAligned(u64),
+    /// More memory than the host has.
+    #[error("--memory {} ({requested} bytes): more than the host's {} of RAM", mib(*.requested), mib(*.host))]
+    MemoryBeyondHost {
+        /// What was asked for.
+        requested: u64,
+        /// The host's total RAM.
+        host: u64,
+    },
+    /// A command line the guest could not receive.
+    #[error("--cmdline: {0}")]
+    BadCmdline(&'static str),
+}
+
+/// The kernel to boot.
+#[derive(Debug, Clone)]
+pub enum Kernel {
+    /// An ELF (with or without a PVH note) or bzImage file.
+    File(PathBuf),
+    /// An image held in memory, e.g. the embedded probe guest; `name` is used in messages.
+    Embedded {
+        /// What to call the image in messages.
+        name: &'static str,
+        /// The ELF or bzImage bytes.
+        bytes: &'static [u8],
+    },
+}
+
+impl Kernel {
+    /// How messages name this kernel.
+    pub fn describe(&self) -> String {
+        match self {
+            Kernel::File(path) => path.display().to_string(),
+            Kernel::Embedded { name, .. } => (*name).to_string(),
+        }
+    }
+}
+
+/// The boot protocol used to enter the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootProtocol {
+    /// PVH when the kernel has a PVH note, else the 64-bit Linux boot protocol.
+    #[default]
+    Auto,
+    /// PVH: 32-bit entry from the ELF note, `hvm_start_info` in `EBX`.
+    Pvh,
+    /// The 64-bit Linux boot protocol: long mode, `boot_params` in `RSI`.
+    Linux,
+}
+
+/// Where the guest's serial console (COM1) goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SerialOutput {
+    /// This process's standard output.
+    #[default]
+    Stdout,
+    /// A file, created or truncated at launch.
+    File(PathBuf),
+    /// Discarded.
+    Off,
+}
+
+/// A memory size parsed from text such as `512M`, `2G`, `1024K`, `4096` (MiB when no suffix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySize(pub u64);
+
+impl FromStr for MemorySize {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::BadMemorySize(s.to_string());
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        let stripped = lower
+            .strip_suffix("ib")
+            .or_else(|| lower.strip_suffix('b'))
+            .unwrap_or(&lower);
+        let (digits, shift) = match stripped.chars().last() {
+            Some('k') => (&stripped[..stripped.len() - 1], 10),
+            Some('m') => (&stripped[..stripped.len() - 1], 20),
+            Some('g') => (&stripped[..stripped.len() - 1], 30),
+            Some('t') => (&stripped[..stripped.len() - 1], 40),
+            Some(c) if c.is_ascii_digit() && stripped.len() == lower.len() => (stripped, 20),
+            _ => return Err(bad()),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        n.checked_mul(1 << shift).map(MemorySize).ok_or_else(bad)
+    }
+}
+
+/// A validated description of a guest to launch. Build it with [`VmConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    kernel: Kernel,
+    initramfs: Option<PathBuf>,
+    cmdline: String,
+    boot: BootProtocol,
+    cpus: u32,
+    memory: u64,
+    serial: SerialOutput,
+    start: Instant,
+}
+
+impl VmConfig {
+    /// A builder with defaults: 1 vCPU, 256 MiB, automatic boot protocol, serial to stdout.
+    pub fn builder(kernel: Kernel) -> VmConfigBuilder {
+        VmConfigBuilder {
+            cfg: VmConfig {
+                kernel,
+                initramfs: None,
+                cmdline: String::new(),
+                boot: BootProtocol::Auto,
+                cpus: 1,
+                memory: 256 << 20,
+                serial: SerialOutput::Stdout,
+                start: Instant::now(),
+            },
+            host_memory: None,
+        }
+    }
+
+    /// The kernel to boot.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+    /// The initramfs file, if any.
+    pub fn initramfs(&self) -> Option<&Path> {
+        self.initramfs.as_deref()
+    }
+    /// The kernel command line.
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+    /// The boot protocol asked for.
+    pub fn boot(&self) -> BootProtocol {
+        self.boot
+    }
+    /// Number of vCPUs.
+    pub fn cpus(&self) -> u32 {
+        self.cpus
+    }
+    /// Guest RAM in bytes.
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+    /// Where the serial console goes.
+    pub fn serial(&self) -> &SerialOutput {
+        &self.serial
+    }
+    /// The instant the boot timer measures from.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+}
+
+/// Collects settings for a [`VmConfig`] and checks them in [`VmConfigBuilder::build`].
+#[derive(Debug, Clone)]
+pub struct VmConfigBuilder {
+    cfg: VmConfig,
+    host_memory: Option<u64>,
+}
+
+impl VmConfigBuilder {
+    /// An initramfs to load (Linux protocol: `boot_params`; PVH: the first module).
+    pub fn initramfs(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cfg.initramfs = Some(path.into());
+        self
+    }
+    /// The kernel command line.
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
+        self.cfg.cmdline = cmdline.into();
+        self
+    }
+    /// The boot protocol.
+    pub fn boot(mut self, boot: BootProtocol) -> Self {
+        self.cfg.boot = boot;
+        self
+    }
+    /// Number of vCPUs.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cfg.cpus = cpus;
+        self
+    }
+    /// Guest RAM in bytes.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.cfg.memory = bytes;
+        self
+    }
+    /// Where the serial console goes.
+    pub fn serial(mut self, serial: SerialOutput) -> Self {
+        self.cfg.serial = serial;
+        self
+    }
+    /// The instant the boot timer measures from (the CLI passes its process start).
+    pub fn start(mut self, start: Instant) -> Self {
+        self.cfg.start = start;
+        self
+    }
+    /// Checks memory against this amount instead of the host's RAM (for tests).
+    pub fn host_memory(mut self, bytes: u64) -> Self {
+        self.host_memory = Some(bytes);
+        self
+    }
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<VmConfig, ConfigError> {
+        let cfg = self.cfg;
+        match cfg.cpus {
+            0 => return Err(ConfigError::ZeroCpus),
+            n if n > MAX_CPUS => return Err(ConfigError::TooManyCpus(n)),
+            _ => {}
+        }
+        match cfg.memory {
+            0 => return Err(ConfigError::ZeroMemory),
+            m if m < MIN_MEMORY => return Err(ConfigError::MemoryTooSmall(m)),
+            m if m % PAGE_SIZE != 0 => return Err(ConfigError::MemoryNotPageAligned(m)),
+            _ => {}
+        }
+        if let Some(host) = self.host_memory.or_else(host_ram) {
+            if cfg.memory > host {
+                return Err(ConfigError::MemoryBeyondHost {
+                    requested: cfg.memory,
+                    host,
+                });
+            }
+        }
+        if cfg.cmdline.len() + 1 > MAX_CMDLINE {
+            return Err(ConfigError::BadCmdline("longer than 64 KiB"));
+        }
+        if cfg.cmdline.contains('\0') {
+            return Err(ConfigError::BadCmdline("contains a NUL byte"));
+        }
+        Ok(cfg)
+    }
+}
+
+/// `bytes` in MiB, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+/// The host's total RAM in bytes, if the kernel tells.
+fn host_ram() -> Option<u64> {
+    // SAFETY: sysinfo only writes into the zeroed struct we pass it.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable sysinfo struct.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    (info.totalram as u64).checked_mul(u64::from(info.mem_unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> VmConfigBuilder {
+        VmConfig::builder(Kernel::File("k".into())).host_memory(8 << 30)
+    }
+
+    #[test]
+    fn memory_sizes_parse() {
+        let p = |s: &str| s.parse::<MemorySize>().map(|m| m.0);
+        assert_eq!(p("512M"), Ok(512 << 20));
+        assert_eq!(p("2G"), Ok(2 << 30));
+        assert_eq!(p("2g"), Ok(2 << 30));
+        assert_eq!(p("2GiB"), Ok(2 << 30));
+        assert_eq!(p("1024k"), Ok(1 << 20));
+        assert_eq!(p("64"), Ok(64 << 20));
+        assert_eq!(p("1T"), Ok(1 << 40));
+        for bad in [
+            "",
+            "M",
+            "12Q",
+            "-1G",
+            "1.5G",
+            "0x10M",
+            "99999999999999999T",
+            "1 G",
+        ] {
+            assert!(
+                matches!(p(bad), Err(ConfigError::BadMemorySize(_))),
+                "{bad:?} parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        assert_eq!(
+            builder().cpus(0).build().unwrap_err(),
+            ConfigError::ZeroCpus
+        );
+        assert_eq!(
+            builder().cpus(255).build().unwrap_err(),
+            ConfigError::TooManyCpus(255)
+        );
+        assert_eq!(
+            builder().memory(0).build().unwrap_err(),
+            ConfigError::ZeroMemory
+        );
+        assert_eq!(
+            builder().memory(1 << 20).build().unwrap_err(),
+            ConfigError::MemoryTooSmall(1 << 20)
+        );
+        assert_eq!(
+            builder().memory((64 << 20) + 1).build().unwrap_err(),
+            ConfigError::MemoryNotPageAligned((64 << 20) + 1)
+        );
+        assert_eq!(
+            builder().memory(16 << 30).build().unwrap_err(),
+            ConfigError::MemoryBeyondHost {
+                requested: 16 << 30,
+                host: 8 << 30
+            }
+        );
+        assert!(builder().cmdline("a\0b").build().is_err());
+        assert!(builder().cmdline("x".repeat(MAX_CMDLINE)).build().is_err());
+        let ok = builder().cpus(4).memory(512 << 20).build().unwrap();
+        assert_eq!((ok.cpus(), ok.memory()), (4, 512 << 20));
+    }
+
+    #[test]
+    fn memory_error_message_names_the_flag() {
+        let e = "lots".parse::<MemorySize>().unwrap_err().to_string();
+        assert!(e.contains("--memory") && e.contains("lots"), "{e}");
+    }
+}

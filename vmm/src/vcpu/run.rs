@@ -1,0 +1,137 @@
+//! The vCPU run loop: `KVM_RUN`, then dispatch the exit to the buses or end the guest.
+//!
+//! Clean ends: the guest's reset through the i8042 (`0xfe` to port `0x64`), a debug-exit write,
+//! and KVM system events of type shutdown or reset. Failures (exit status 1, registers printed):
+//! `KVM_EXIT_SHUTDOWN` (a triple fault: on x86 KVM reports nothing else this way), internal
+//! errors, failed VM entries, system events of type crash, exits Veil does not expect, and
+//! `KVM_RUN` errors other than EINTR/EAGAIN.
+
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use veil_devices::bus::Bus;
+use veil_devices::legacy::Ioapic;
+
+use super::{dump, io};
+use crate::exit::{CrashReport, ExitState, GuestExit};
+
+/// What vCPU threads share.
+#[derive(Debug)]
+pub(crate) struct RunContext {
+    /// Port-I/O devices.
+    pub pio: Bus,
+    /// MMIO devices.
+    pub mmio: Bus,
+    /// The IOAPIC, told about EOIs of its level-triggered vectors.
+    pub ioapic: Arc<Mutex<Ioapic>>,
+    /// Where the run's end is recorded.
+    pub exit: Arc<ExitState>,
+    /// MMIO addresses already logged as unknown.
+    pub logged_mmio: Mutex<Vec<u64>>,
+}
+
+impl RunContext {
+    fn log_unknown_mmio(&self, addr: u64, write: bool) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let mut seen = self.logged_mmio.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.contains(&addr) && seen.len() < 256 {
+            seen.push(addr);
+            let what = if write { "write to" } else { "read from" };
+            log::debug!(
+                "{what} unknown MMIO address {addr:#x} (reads as all ones, writes ignored)"
+            );
+        }
+    }
+}
+
+/// What to do after an exit, decided while the exit still borrows the vCPU.
+enum Next {
+    Continue,
+    Pio,
+    End(GuestExit),
+    Crash(String),
+}
+
+/// Runs vCPU `id` until the guest ends (by this or another vCPU, or by a stop request).
+pub(crate) fn run_loop(mut vcpu: VcpuFd, id: u32, ctx: &RunContext) {
+    while !ctx.exit.is_done() {
+        let next = match vcpu.run() {
+            Ok(VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) => Next::Pio,
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !ctx.mmio.read(addr, data) {
+                    ctx.log_unknown_mmio(addr, false);
+                }
+                Next::Continue
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !ctx.mmio.write(addr, data) {
+                    ctx.log_unknown_mmio(addr, true);
+                }
+                Next::Continue
+            }
+            Ok(VcpuExit::IoapicEoi(vector)) => {
+                ctx.ioapic
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .eoi(vector);
+                Next::Continue
+            }
+            // With the in-kernel LAPIC, HLT is handled by KVM; an exit here only means "run again".
+            Ok(VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen) => Next::Continue,
+            Ok(VcpuExit::Shutdown) => Next::Crash("triple fault (KVM_EXIT_SHUTDOWN)".into()),
+            Ok(VcpuExit::SystemEvent(kind, data)) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => {
+                    Next::End(GuestExit::Shutdown)
+                }
+                KVM_SYSTEM_EVENT_CRASH => Next::Crash(format!("guest crash event {data:x?}")),
+                other => Next::Crash(format!("unexpected KVM system event {other}")),
+            },
+            Ok(VcpuExit::InternalError) => Next::Crash(String::new()),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Next::Crash(format!(
+                "VM entry failed (hardware reason {reason:#x}, host CPU {cpu})"
+            )),
+            Ok(other) => Next::Crash(format!("unexpected vCPU exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
+            Err(e) => Next::Crash(format!("KVM_RUN: {e}")),
+        };
+        match next {
+            Next::Continue => {}
+            Next::Pio => io::handle(&mut vcpu, &ctx.pio),
+            Next::End(exit) => ctx.exit.set(exit),
+            Next::Crash(mut reason) => {
+                if reason.is_empty() {
+                    reason = internal_error(&mut vcpu);
+                }
+                let registers = dump::registers(&vcpu);
+                ctx.exit.set(GuestExit::Crashed(CrashReport {
+                    vcpu: id,
+                    reason,
+                    registers,
+                }));
+            }
+        }
+    }
+}
+
+/// Describes a KVM_EXIT_INTERNAL_ERROR from the `internal` member of kvm_run.
+fn internal_error(vcpu: &mut VcpuFd) -> String {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the exit just returned was KVM_EXIT_INTERNAL_ERROR, so KVM wrote `internal`.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    let what = match internal.suberror {
+        1 => "emulation failure",
+        2 => "simultaneous exception",
+        3 => "delivery event failure",
+        4 => "unexpected exit reason",
+        _ => "internal error",
+    };
+    format!(
+        "KVM internal error: {what} (suberror {}, data {:x?})",
+        internal.suberror,
+        &internal.data[..n]
+    )
+}
