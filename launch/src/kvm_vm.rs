@@ -337,6 +337,24 @@ impl KvmConfidentialVm {
     }
 }
 
+impl crate::platform::PrivateMemory for KvmConfidentialVm {
+    fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
+        KvmConfidentialVm::add_slot(self, spec)
+    }
+    fn set_memory_attributes(&mut self, gpa: u64, size: u64, private: bool) -> Result<(), CommandError> {
+        KvmConfidentialVm::set_memory_attributes(self, gpa, size, private)
+    }
+    fn discard(&mut self, gpa: u64, size: u64, private_backing: bool) -> Result<(), CommandError> {
+        KvmConfidentialVm::discard(self, gpa, size, private_backing)
+    }
+    fn enable_page_state_exits(&mut self) -> Result<(), CommandError> {
+        KvmConfidentialVm::enable_page_state_exits(self)
+    }
+    fn create_vcpu(&mut self, id: u32) -> Result<(), CommandError> {
+        KvmConfidentialVm::create_vcpu(self, id)
+    }
+}
+
 /// Implements [`crate::platform::PrivateMemory`] for a backend holding a
 /// `KvmConfidentialVm` in field `core`.
 macro_rules! private_memory_via_core {
