@@ -341,7 +341,12 @@ impl crate::platform::PrivateMemory for KvmConfidentialVm {
     fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
         KvmConfidentialVm::add_slot(self, spec)
     }
-    fn set_memory_attributes(&mut self, gpa: u64, size: u64, private: bool) -> Result<(), CommandError> {
+    fn set_memory_attributes(
+        &mut self,
+        gpa: u64,
+        size: u64,
+        private: bool,
+    ) -> Result<(), CommandError> {
         KvmConfidentialVm::set_memory_attributes(self, gpa, size, private)
     }
     fn discard(&mut self, gpa: u64, size: u64, private_backing: bool) -> Result<(), CommandError> {

@@ -32,9 +32,9 @@ impl KvmSnp {
             .map_err(|e| CommandError::last_os("open /dev/sev", &e, format!("/dev/sev: {e}")))?;
         let core = KvmConfidentialVm::create(kvm_bindings::KVM_X86_SNP_VM)?;
         // The local APICs live in KVM, created before any vCPU.
-        core.vm.create_irq_chip().map_err(|e| {
-            CommandError::new("KVM_CREATE_IRQCHIP", e.errno(), format!("{e}"))
-        })?;
+        core.vm
+            .create_irq_chip()
+            .map_err(|e| CommandError::new("KVM_CREATE_IRQCHIP", e.errno(), format!("{e}")))?;
         Ok(KvmSnp { core, sev })
     }
 
