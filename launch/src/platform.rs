@@ -33,6 +33,8 @@ pub enum Rule {
     Slot,
     /// A vCPU's state cannot be launched (e.g. DR7 bits set, unknown vCPU).
     VcpuState,
+    /// The SNP ID block does not verify, or names another digest or policy than the launch's.
+    IdBlock,
 }
 
 /// A platform command failed: which command, the errno, the firmware / TDX module status where

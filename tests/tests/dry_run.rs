@@ -290,3 +290,68 @@ fn dry_run_needs_a_confidential_platform_and_well_formed_values() {
     out.expect_status(1);
     assert!(out.stderr.contains("/nonexistent/OVMF.fd"), "{out:#?}");
 }
+
+/// A P-384 key made for these tests only.
+const TEST_KEY: &str = "-----BEGIN EC PRIVATE KEY-----
+MIGkAgEBBDB+sXQLS3xwZVHy5t3M1BZpwQAZ5elzhbBKNmodir8Vugpex7XzuKg9
+t7QIxMkUx3igBwYFK4EEACKhZANiAAT6EE0M2CQ/AvdW3cSnyAgfboRwGhFVyrlw
+aRwYBnRvr7Y2DNx39wZjpRAcwOfMl3eeUsEfjG5OqjYGpHNgRLGBBeSqQV2DHgKH
+bEH4HaZvvAqnfvrgWAMvfaFfOacJLBc=
+-----END EC PRIVATE KEY-----
+";
+
+#[test]
+fn an_id_block_for_the_dry_run_digest_finishes_and_one_for_another_is_refused() {
+    if !ovmf_present() {
+        return;
+    }
+    let dir = temp_dir("dry-run-id-block");
+    let key = dir.join("id.pem");
+    std::fs::write(&key, TEST_KEY).expect("the temp dir is writable");
+    let base = [
+        "--platform",
+        "sev-snp",
+        "--firmware",
+        OVMF,
+        "--cpus",
+        "2",
+        "--cpu-type",
+        "EPYC-Genoa",
+    ];
+    let digest = dry_run_digest(&base);
+    let mut other = digest.clone().into_bytes();
+    other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+    let other = String::from_utf8(other).expect("hex");
+    for (name, measurement) in [("good", &digest), ("bad", &other)] {
+        let out_dir = dir.join(name);
+        let out = veil(&[
+            "id-block",
+            "--measurement",
+            measurement,
+            "--id-key",
+            key.to_str().expect("UTF-8 path"),
+            "--out-dir",
+            out_dir.to_str().expect("UTF-8 path"),
+        ]);
+        out.expect_status(0);
+    }
+    let with_block = |name: &str| {
+        let block = dir.join(name).join("id_block.bin");
+        let auth = dir.join(name).join("id_auth.bin");
+        let mut args = vec!["run", "--dry-run"];
+        args.extend_from_slice(&base);
+        let (block, auth) = (
+            block.to_str().expect("UTF-8").to_string(),
+            auth.to_str().expect("UTF-8").to_string(),
+        );
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.extend(["--id-block".into(), block, "--id-auth".into(), auth]);
+        veil(&args)
+    };
+    let good = with_block("good");
+    good.expect_status(0);
+    assert!(good.stdout.contains("id_block_en=1"), "{good:#?}");
+    let bad = with_block("bad");
+    bad.expect_status(1);
+    assert!(bad.stderr.contains("BAD_MEASUREMENT"), "{bad:#?}");
+}

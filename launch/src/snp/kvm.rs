@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, Msrs, kvm_cpuid_entry2, kvm_msr_entry};
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_cpuid_entry2, kvm_msr_entry};
 
 use super::{Init2, LaunchFinish, LaunchStart, SnpPlatform};
 use crate::kvm_vm::{KvmConfidentialVm, private_memory_via_core};
@@ -115,6 +115,15 @@ impl SnpPlatform for KvmSnp {
         self.sev_cmd(CMD, sys::KVM_SEV_SNP_LAUNCH_UPDATE, &mut data)?;
         // The kernel writes back the remaining range.
         Ok(pages - data.len / 4096)
+    }
+
+    fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
+        let v = self.core.vcpu("KVM_SET_CPUID2", id)?;
+        let c = CpuId::from_entries(cpuid).map_err(|e| {
+            CommandError::new("KVM_SET_CPUID2", libc::E2BIG, format!("vCPU {id}: {e:?}"))
+        })?;
+        v.set_cpuid2(&c)
+            .map_err(|e| CommandError::new("KVM_SET_CPUID2", e.errno(), format!("vCPU {id}: {e}")))
     }
 
     fn set_vcpu_registers(&mut self, id: u32, r: &VcpuRegisters) -> Result<(), CommandError> {

@@ -127,6 +127,7 @@ pub fn launch<P: SnpPlatform>(
     let mut calls = 0u64;
     let mut cpuid_corrections = Vec::new();
     let mut cpuid_fns = None;
+    let mut supported = None;
     for imp in &plan.imports {
         let ptype = page_type_of(imp.kind);
         let pages = imp.pages();
@@ -139,6 +140,7 @@ pub fn launch<P: SnpPlatform>(
                         let entries = p.supported_cpuid()?;
                         let f = cpuid_page::functions_from_cpuid(&entries)
                             .map_err(|e| LaunchError::CpuidPage(e.to_string()))?;
+                        supported = Some(entries);
                         cpuid_fns.insert(f)
                     }
                 };
@@ -178,8 +180,13 @@ pub fn launch<P: SnpPlatform>(
         }
     }
 
+    let supported = match supported {
+        Some(s) => s,
+        None => p.supported_cpuid()?,
+    };
     for (i, r) in regs.iter().enumerate() {
         p.create_vcpu(i as u32)?;
+        p.set_vcpu_cpuid(i as u32, &supported)?;
         p.set_vcpu_registers(i as u32, r)?;
     }
     let (id_block, id_auth, author_key) = match &plan.id_block {

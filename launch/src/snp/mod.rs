@@ -66,6 +66,10 @@ pub trait SnpPlatform: PrivateMemory {
         page_type: u8,
     ) -> Result<u64, CommandError>;
 
+    /// `KVM_SET_CPUID2` on a created vCPU (KVM checks register values, e.g. CR4 bits, against
+    /// the guest's CPUID, so this comes before the registers).
+    fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError>;
+
     /// Sets a created vCPU's registers (`KVM_SET_REGS`, `SREGS`, `FPU`, `XCRS`, `DEBUGREGS`,
     /// `MSRS`).
     fn set_vcpu_registers(&mut self, id: u32, regs: &VcpuRegisters) -> Result<(), CommandError>;

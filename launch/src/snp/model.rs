@@ -197,6 +197,44 @@ impl SnpModel {
         Err(CommandError::rule(command, libc::EINVAL, rule, what))
     }
 
+    /// The firmware's ID block checks at `LAUNCH_FINISH`: the signatures, then the launch digest
+    /// (ID block bytes 0..48) and the policy (bytes 0x58..0x60) against this launch's.
+    fn check_id_block(&self, block: &[u8], auth: &[u8]) -> Result<(), CommandError> {
+        const CMD: &str = "SNP_LAUNCH_FINISH";
+        let fail = |fw: u32, what: String| {
+            CommandError::rule(CMD, libc::EIO, Rule::IdBlock, what).with_fw(u64::from(fw))
+        };
+        veil_firmware::id_block::verify(block, auth).map_err(|e| {
+            fail(
+                sys::SEV_RET_BAD_SIGNATURE,
+                format!("the ID block does not verify: {e}"),
+            )
+        })?;
+        if block[..48] != self.digest {
+            return Err(fail(
+                sys::SEV_RET_BAD_MEASUREMENT,
+                format!(
+                    "the ID block expects launch digest {}, the launch measured {}",
+                    hex(&block[..48]),
+                    hex(&self.digest)
+                ),
+            ));
+        }
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&block[0x58..0x60]);
+        let policy = u64::from_le_bytes(p);
+        if policy != self.policy {
+            return Err(fail(
+                sys::SEV_RET_POLICY_FAILURE,
+                format!(
+                    "the ID block expects policy {policy:#x}, the launch started with {:#x}",
+                    self.policy
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks a CPUID page against the firmware's policy; returns the corrected page on failure.
     fn check_cpuid_page(&self, page: &[u8]) -> Result<(), (Vec<u8>, String)> {
         let (count, fns, reserved_ok) = cpuid_page::decode(page);
@@ -501,6 +539,30 @@ impl SnpPlatform for SnpModel {
         Ok(todo)
     }
 
+    fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
+        const CMD: &str = "KVM_SET_CPUID2";
+        if self.state == State::Finished {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::AfterFinish,
+                "the vCPU state is encrypted after SNP_LAUNCH_FINISH",
+            ));
+        }
+        if !self.mem.vcpus.contains(&id) {
+            return Err(CommandError::rule(
+                CMD,
+                libc::ENOENT,
+                Rule::VcpuState,
+                format!("vCPU {id} was never created"),
+            ));
+        }
+        self.mem
+            .log
+            .push(format!("{CMD} vcpu={id} nent={}", cpuid.len()));
+        Ok(())
+    }
+
     fn set_vcpu_registers(&mut self, id: u32, regs: &VcpuRegisters) -> Result<(), CommandError> {
         const CMD: &str = "KVM_SET_REGS";
         if self.state == State::Finished {
@@ -568,9 +630,18 @@ impl SnpPlatform for SnpModel {
             }
             vmsas.push(model_vmsa::build(&regs, self.vmsa_features));
         }
+        let (saved_digest, saved_count) = (self.digest, self.pages_measured);
         for v in &vmsas {
             let h: [u8; 48] = Sha384::digest(&v[..]).into();
             self.chain(page_type::VMSA, SNP_VMSA_GPA, &h);
+        }
+        if let (Some(block), Some(auth)) = (finish.id_block, finish.id_auth) {
+            if let Err(e) = self.check_id_block(block, auth) {
+                // The firmware leaves the guest in its launch state: the VMSAs are not measured.
+                self.digest = saved_digest;
+                self.pages_measured = saved_count;
+                return Err(e);
+            }
         }
         self.host_data = finish.host_data;
         self.state = State::Finished;

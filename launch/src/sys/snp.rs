@@ -62,6 +62,10 @@ pub const GHCB_VERSION: u16 = 2;
 
 /// SEV firmware status: `INVALID_PARAM` (e.g. a CPUID page the firmware rejects).
 pub const SEV_RET_INVALID_PARAM: u32 = 0x16;
+/// SEV firmware status: `BAD_SIGNATURE`.
+pub const SEV_RET_BAD_SIGNATURE: u32 = 0x0a;
+/// SEV firmware status: `BAD_MEASUREMENT`.
+pub const SEV_RET_BAD_MEASUREMENT: u32 = 0x0b;
 /// SEV firmware status: `POLICY_FAILURE`.
 pub const SEV_RET_POLICY_FAILURE: u32 = 0x07;
 

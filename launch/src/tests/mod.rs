@@ -1,6 +1,7 @@
 //! Tests of the launch drivers against the platform models: digest agreement with
 //! `veil_firmware::measure`, the rules the models enforce, and run-time conversions.
 
+mod id_block;
 mod igvm;
 mod snp;
 mod snp_rules;

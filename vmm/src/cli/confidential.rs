@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use veil_firmware::measure;
+use veil_firmware::plan::IdBlockPair;
 use veil_firmware::{LaunchPlan, Platform, build_plan};
 use veil_launch::dry_run::{self, DryRunOptions};
 use veil_launch::host::{self, HostCapabilities};
@@ -43,6 +44,13 @@ pub struct ConfidentialArgs {
     /// Host data bound to the SNP launch (64 hex digits), reported as HOST_DATA.
     #[arg(long)]
     pub host_data: Option<String>,
+    /// SNP ID block (96 bytes, e.g. from `veil id-block --out-dir`), checked by the firmware
+    /// at SNP_LAUNCH_FINISH against the launch digest and policy.
+    #[arg(long, requires = "id_auth")]
+    pub id_block: Option<PathBuf>,
+    /// SNP ID auth block (4096 bytes) for --id-block.
+    #[arg(long, requires = "id_block")]
+    pub id_auth: Option<PathBuf>,
     /// QEMU CPU model whose signature the SNP VMSAs carry (EPYC, EPYC-Milan, EPYC-Genoa, ...).
     #[arg(long, conflicts_with = "cpu_sig")]
     pub cpu_type: Option<String>,
@@ -165,7 +173,28 @@ fn plan(common: &Common, args: &ConfidentialArgs) -> anyhow::Result<LaunchPlan> 
     };
     let payload = margs.payload.payload()?;
     let config = vm_config(&margs)?;
-    Ok(build_plan(&payload, &config)?)
+    let mut plan = build_plan(&payload, &config)?;
+    if let (Some(block), Some(auth)) = (&args.id_block, &args.id_auth) {
+        let read = |p: &PathBuf, what: &str, len: usize| -> anyhow::Result<Vec<u8>> {
+            let b = std::fs::read(p).with_context(|| format!("{what} {}", p.display()))?;
+            if b.len() != len {
+                bail!(
+                    "{what} {} is {} bytes, expected {len}",
+                    p.display(),
+                    b.len()
+                );
+            }
+            Ok(b)
+        };
+        let id_auth = read(auth, "--id-auth", 4096)?;
+        plan.id_block = Some(IdBlockPair {
+            id_block: read(block, "--id-block", 96)?,
+            // The auth block names an author key algorithm when it carries one.
+            author_key_enabled: id_auth[4..8] != [0; 4],
+            id_auth,
+        });
+    }
+    Ok(plan)
 }
 
 fn options(args: &ConfidentialArgs) -> anyhow::Result<DryRunOptions> {
