@@ -10,88 +10,17 @@
 use kvm_bindings::kvm_cpuid_entry2;
 use sha2::{Digest, Sha384};
 
-use super::cpuid_page::{self, XSAVE_SIZE_X87_SSE};
 use super::{Init2, LaunchFinish, LaunchStart, SnpPlatform, model_vmsa};
+
+mod checks;
+mod config;
+
 use crate::model_memory::{ModelMemory, RangeSet, check_aligned};
 use crate::platform::{CommandError, PrivateMemory, Rule, SlotSpec};
 use crate::regs::VcpuRegisters;
 use crate::sys::snp::{self as sys, page_type};
+pub use config::{SnpModelConfig, epyc_cpuid};
 use veil_firmware::plan::{PAGE_SIZE, SNP_VMSA_GPA};
-
-/// The modelled platform's settings.
-#[derive(Debug, Clone)]
-pub struct SnpModelConfig {
-    /// `vmsa_features` bits KVM accepts in INIT2 (KVM offers DebugSwap).
-    pub supported_vmsa_features: u64,
-    /// What `KVM_GET_SUPPORTED_CPUID` returns.
-    pub supported_cpuid: Vec<kvm_cpuid_entry2>,
-    /// The hardware's CPUID: the firmware rejects feature bits outside it.
-    pub platform_cpuid: Vec<kvm_cpuid_entry2>,
-    /// The firmware's API version (major, minor); policies asking for more are refused.
-    pub api_version: (u8, u8),
-    /// Do at most this many pages per `LAUNCH_UPDATE` (the kernel may stop early).
-    pub max_pages_per_update: Option<u64>,
-    /// Fail every n-th `LAUNCH_UPDATE` with `-EAGAIN` (the caller must retry).
-    pub eagain_every: Option<u32>,
-}
-
-fn leaf(function: u32, index: u32, flags: u32, r: [u32; 4]) -> kvm_cpuid_entry2 {
-    kvm_cpuid_entry2 {
-        function,
-        index,
-        flags,
-        eax: r[0],
-        ebx: r[1],
-        ecx: r[2],
-        edx: r[3],
-        ..Default::default()
-    }
-}
-
-/// A representative AMD EPYC (Zen 3) CPUID, the model platform's hardware and KVM's supported
-/// set. CPUID page contents are not measured, so the digest does not depend on it.
-pub fn epyc_cpuid() -> Vec<kvm_cpuid_entry2> {
-    let idx = kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-    vec![
-        leaf(0x0, 0, 0, [0x10, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
-        leaf(
-            0x1,
-            0,
-            0,
-            [0x00a0_0f11, 0x0000_0800, 0xfef8_3203, 0x178b_fbff],
-        ),
-        leaf(0x7, 0, idx, [0, 0x219c_97a9, 0x0040_068c, 0x0000_0010]),
-        leaf(0xd, 0, idx, [0x7, XSAVE_SIZE_X87_SSE, 0x340, 0]),
-        leaf(0xd, 1, idx, [0xf, XSAVE_SIZE_X87_SSE, 0, 0]),
-        leaf(
-            0x8000_0000,
-            0,
-            0,
-            [0x8000_0021, 0x6874_7541, 0x444d_4163, 0x6974_6e65],
-        ),
-        leaf(
-            0x8000_0001,
-            0,
-            0,
-            [0x00a0_0f11, 0, 0x75c2_37ff, 0x2fd3_fbff],
-        ),
-        leaf(0x8000_0008, 0, 0, [0x3030, 0x0101_d205, 0, 0]),
-        leaf(0x8000_001f, 0, 0, [0x0001_ff7f, 0x4177, 0x1fd, 0x1]),
-    ]
-}
-
-impl Default for SnpModelConfig {
-    fn default() -> Self {
-        SnpModelConfig {
-            supported_vmsa_features: sys::SEV_FEAT_DEBUG_SWAP,
-            supported_cpuid: epyc_cpuid(),
-            platform_cpuid: epyc_cpuid(),
-            api_version: (1, 55),
-            max_pages_per_update: None,
-            eagain_every: None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -195,95 +124,6 @@ impl SnpModel {
             ),
         };
         Err(CommandError::rule(command, libc::EINVAL, rule, what))
-    }
-
-    /// The firmware's ID block checks at `LAUNCH_FINISH`: the signatures, then the launch digest
-    /// (ID block bytes 0..48) and the policy (bytes 0x58..0x60) against this launch's.
-    fn check_id_block(&self, block: &[u8], auth: &[u8]) -> Result<(), CommandError> {
-        const CMD: &str = "SNP_LAUNCH_FINISH";
-        let fail = |fw: u32, what: String| {
-            CommandError::rule(CMD, libc::EIO, Rule::IdBlock, what).with_fw(u64::from(fw))
-        };
-        veil_firmware::id_block::verify(block, auth).map_err(|e| {
-            fail(
-                sys::SEV_RET_BAD_SIGNATURE,
-                format!("the ID block does not verify: {e}"),
-            )
-        })?;
-        if block[..48] != self.digest {
-            return Err(fail(
-                sys::SEV_RET_BAD_MEASUREMENT,
-                format!(
-                    "the ID block expects launch digest {}, the launch measured {}",
-                    hex(&block[..48]),
-                    hex(&self.digest)
-                ),
-            ));
-        }
-        let mut p = [0u8; 8];
-        p.copy_from_slice(&block[0x58..0x60]);
-        let policy = u64::from_le_bytes(p);
-        if policy != self.policy {
-            return Err(fail(
-                sys::SEV_RET_POLICY_FAILURE,
-                format!(
-                    "the ID block expects policy {policy:#x}, the launch started with {:#x}",
-                    self.policy
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks a CPUID page against the firmware's policy; returns the corrected page on failure.
-    fn check_cpuid_page(&self, page: &[u8]) -> Result<(), (Vec<u8>, String)> {
-        let (count, fns, reserved_ok) = cpuid_page::decode(page);
-        let mut problems = Vec::new();
-        if count as usize > cpuid_page::MAX_FUNCTIONS {
-            problems.push(format!("count {count} exceeds 64"));
-        }
-        if !reserved_ok {
-            problems.push("reserved fields are not zero".to_string());
-        }
-        let mut fixed = fns.clone();
-        for f in fixed.iter_mut() {
-            let hw = self
-                .config
-                .platform_cpuid
-                .iter()
-                .find(|e| e.function == f.eax_in && (e.index == f.ecx_in || e.flags == 0));
-            let feature_leaf = matches!(f.eax_in, 0x1 | 0x7 | 0x8000_0001);
-            if let (true, Some(hw)) = (feature_leaf, hw) {
-                let (ecx, edx) = (f.ecx & hw.ecx, f.edx & hw.edx);
-                let ebx = if f.eax_in == 0x7 {
-                    f.ebx & hw.ebx
-                } else {
-                    f.ebx
-                };
-                if (ebx, ecx, edx) != (f.ebx, f.ecx, f.edx) {
-                    problems.push(format!(
-                        "CPUID {:#x}.{:#x} reports features the hardware lacks",
-                        f.eax_in, f.ecx_in
-                    ));
-                    (f.ebx, f.ecx, f.edx) = (ebx, ecx, edx);
-                }
-            }
-            if f.eax_in == 0xd && f.ecx_in <= 1 && f.xcr0_in <= 3 && f.ebx != XSAVE_SIZE_X87_SSE {
-                problems.push(format!(
-                    "CPUID 0xd.{:#x} EBX {:#x} is not the XSAVE size {XSAVE_SIZE_X87_SSE:#x} for \
-                     XCR0 {:#x}",
-                    f.ecx_in, f.ebx, f.xcr0_in
-                ));
-                f.ebx = XSAVE_SIZE_X87_SSE;
-            }
-        }
-        if problems.is_empty() {
-            return Ok(());
-        }
-        fixed.truncate(cpuid_page::MAX_FUNCTIONS);
-        let mut out = vec![0u8; PAGE_SIZE as usize];
-        cpuid_page::encode(&fixed, &mut out);
-        Err((out, problems.join("; ")))
     }
 }
 
