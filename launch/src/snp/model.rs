@@ -52,6 +52,7 @@ impl SnpModel {
         let mut mem = ModelMemory::default();
         mem.log
             .push("open /dev/sev; KVM_CREATE_VM type=4 (KVM_X86_SNP_VM)".to_string());
+        mem.log.push("KVM_CREATE_IRQCHIP".to_string());
         SnpModel {
             config,
             state: State::Created,
