@@ -5,9 +5,9 @@
 use veil_firmware::{LaunchPlan, Platform};
 
 use crate::error::LaunchError;
-use crate::snp::launch::{self as snp_launch, SnpOptions};
+use crate::snp::launch as snp_launch;
 use crate::snp::model::{SnpModel, SnpModelConfig};
-use crate::tdx::launch::{self as tdx_launch, TdxOptions};
+use crate::tdx::launch as tdx_launch;
 use crate::tdx::model::{TdxModel, TdxModelConfig};
 
 /// What a dry run saw and computed.
@@ -23,14 +23,8 @@ pub struct DryRun {
     pub notes: Vec<String>,
 }
 
-/// Options of both platforms.
-#[derive(Debug, Clone, Default)]
-pub struct DryRunOptions {
-    /// SEV-SNP choices.
-    pub snp: SnpOptions,
-    /// TDX choices.
-    pub tdx: TdxOptions,
-}
+/// Options of both platforms (the same a real launch takes).
+pub type DryRunOptions = crate::backend::LaunchOptions;
 
 /// Replays `plan` through the model of its platform.
 pub fn run(plan: &LaunchPlan, opts: &DryRunOptions) -> Result<DryRun, LaunchError> {

@@ -7,6 +7,7 @@
 //! [`veil_firmware::LaunchPlan`]; `veil run --dry-run` drives the models.
 pub mod host;
 
+pub mod backend;
 pub mod dry_run;
 pub mod error;
 pub mod kvm_vm;

@@ -12,9 +12,8 @@ use anyhow::{Context, bail};
 use veil_firmware::measure;
 use veil_firmware::plan::IdBlockPair;
 use veil_firmware::{LaunchPlan, Platform, build_plan};
-use veil_launch::dry_run::{self, DryRunOptions};
-use veil_launch::host::{self, HostCapabilities};
-use veil_launch::kvm_vm::KvmConfidentialVm;
+use veil_launch::backend::{self, ConfidentialBackend, LaunchOptions};
+use veil_launch::dry_run;
 use veil_launch::runtime::{self, ExitAction};
 use veil_launch::snp::launch::SnpOptions;
 use veil_launch::tdx::launch::TdxOptions;
@@ -134,14 +133,6 @@ fn parse_48(flag: &str, s: &Option<String>) -> anyhow::Result<[u8; 48]> {
     Ok(out)
 }
 
-fn host_platform(p: Platform) -> host::Platform {
-    match p {
-        Platform::None => host::Platform::None,
-        Platform::SevSnp => host::Platform::SevSnp,
-        Platform::Tdx => host::Platform::Tdx,
-    }
-}
-
 /// This host's CPU signature (CPUID leaf 1 EAX), which KVM puts in RDX at reset.
 fn host_cpu_signature() -> u64 {
     u64::from(std::arch::x86_64::__cpuid(1).eax)
@@ -197,8 +188,8 @@ fn plan(common: &Common, args: &ConfidentialArgs) -> anyhow::Result<LaunchPlan> 
     Ok(plan)
 }
 
-fn options(args: &ConfidentialArgs) -> anyhow::Result<DryRunOptions> {
-    Ok(DryRunOptions {
+fn options(args: &ConfidentialArgs) -> anyhow::Result<LaunchOptions> {
+    Ok(LaunchOptions {
         snp: SnpOptions {
             policy: args.policy,
         },
@@ -222,7 +213,7 @@ pub fn execute(common: Common, args: &ConfidentialArgs) -> anyhow::Result<i32> {
     }
     if !args.dry_run {
         // Refuse an incapable host before reading payloads or creating anything.
-        if let Err(missing) = HostCapabilities::probe().check(host_platform(args.platform)) {
+        if let Err(missing) = backend::check_host(args.platform) {
             eprintln!("veil: error: {missing}");
             eprintln!(
                 "veil: nothing was created. `veil host-check` lists this host's facts; \
@@ -239,7 +230,7 @@ pub fn execute(common: Common, args: &ConfidentialArgs) -> anyhow::Result<i32> {
     launch_on_host(&plan, &opts, args)
 }
 
-fn print_dry_run(plan: &LaunchPlan, opts: &DryRunOptions, json: bool) -> anyhow::Result<i32> {
+fn print_dry_run(plan: &LaunchPlan, opts: &LaunchOptions, json: bool) -> anyhow::Result<i32> {
     let run = dry_run::run(plan, opts)?;
     let expected = measure::digest(plan, None)?;
     let agrees = run.digest == expected;
@@ -286,47 +277,33 @@ fn print_dry_run(plan: &LaunchPlan, opts: &DryRunOptions, json: bool) -> anyhow:
 
 fn launch_on_host(
     plan: &LaunchPlan,
-    opts: &DryRunOptions,
+    opts: &LaunchOptions,
     args: &ConfidentialArgs,
 ) -> anyhow::Result<i32> {
     let expected = measure::digest(plan, None)?;
-    let core = match plan.platform {
-        Platform::SevSnp => {
-            let mut vm = veil_launch::snp::kvm::KvmSnp::create()?;
-            let done = veil_launch::snp::launch::launch(&mut vm, plan, &opts.snp)?;
-            for c in &done.cpuid_corrections {
-                eprintln!("veil: warning: the firmware corrected the CPUID page: {c}");
-            }
-            eprintln!(
-                "veil: SEV-SNP guest launched (policy {:#x}); expected launch digest {}",
-                done.policy,
-                hex(&expected)
-            );
-            vm.core
-        }
-        Platform::Tdx => {
-            let mut vm = veil_launch::tdx::kvm::KvmTdx::create()?;
-            let done = veil_launch::tdx::launch::launch(&mut vm, plan, &opts.tdx)?;
-            eprintln!(
-                "veil: TD launched (attributes {:#x}, xfam {:#x}); expected MRTD {}",
-                done.attributes,
-                done.xfam,
-                hex(&expected)
-            );
-            vm.core
-        }
-        Platform::None => bail!("a plain guest is launched by `veil run` itself"),
+    let mut backend = backend::open(plan.platform)?;
+    let done = backend.launch(plan, opts)?;
+    let what = match plan.platform {
+        Platform::Tdx => "TD launched; expected MRTD",
+        _ => "SEV-SNP guest launched; expected launch digest",
     };
+    for n in &done.notes {
+        eprintln!("veil: {n}");
+    }
+    eprintln!("veil: {what} {}", hex(&expected));
     let quote = args.tdx_qgs.as_ref().map(QuoteService::unix);
-    run_vcpus(core, quote)
+    run_vcpus(backend, quote)
 }
 
 /// Runs the launched vCPUs until the guest stops: confidential exits are handled (page-state
 /// changes, TDX calls), COM1 output goes to stdout. Devices beyond the serial port (fw_cfg,
 /// ACPI, virtio) come with the firmware-boot work; this loop covers the launch itself.
-fn run_vcpus(mut core: KvmConfidentialVm, quote: Option<QuoteService>) -> anyhow::Result<i32> {
-    let vcpus = core.take_vcpus();
-    let core = Arc::new(Mutex::new(core));
+fn run_vcpus(
+    mut backend: Box<dyn ConfidentialBackend>,
+    quote: Option<QuoteService>,
+) -> anyhow::Result<i32> {
+    let vcpus = backend.vm().take_vcpus();
+    let core = Arc::new(Mutex::new(backend));
     let quote = Arc::new(quote);
     let mut threads = Vec::new();
     for (id, mut vcpu) in vcpus {
@@ -337,8 +314,8 @@ fn run_vcpus(mut core: KvmConfidentialVm, quote: Option<QuoteService>) -> anyhow
             loop {
                 let tdx_exit = match vcpu.run() {
                     Ok(mut exit) => {
-                        let mut mem = core.lock().map_err(|_| "a vCPU thread panicked")?;
-                        if let Some(action) = runtime::handle_exit(&mut *mem, &mut exit) {
+                        let mut b = core.lock().map_err(|_| "a vCPU thread panicked")?;
+                        if let Some(action) = runtime::handle_exit(b.vm(), &mut exit) {
                             match action {
                                 ExitAction::Resume => continue,
                                 ExitAction::Stop(why) => return Err(format!("vCPU {id}: {why}")),
@@ -371,8 +348,8 @@ fn run_vcpus(mut core: KvmConfidentialVm, quote: Option<QuoteService>) -> anyhow
                     Err(e) => return Err(format!("vCPU {id}: KVM_RUN failed: {e}")),
                 };
                 if tdx_exit {
-                    let mem = core.lock().map_err(|_| "a vCPU thread panicked")?;
-                    runtime::handle_tdx_exit(vcpu.get_kvm_run(), &*mem, (*quote).as_ref());
+                    let mut b = core.lock().map_err(|_| "a vCPU thread panicked")?;
+                    runtime::handle_tdx_exit(vcpu.get_kvm_run(), b.vm(), (*quote).as_ref());
                 }
             }
         }));
