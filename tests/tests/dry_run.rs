@@ -355,3 +355,72 @@ fn an_id_block_for_the_dry_run_digest_finishes_and_one_for_another_is_refused() 
     bad.expect_status(1);
     assert!(bad.stderr.contains("BAD_MEASUREMENT"), "{bad:#?}");
 }
+
+#[test]
+fn snp_measured_direct_boot_dry_run_equals_sev_snp_measure() {
+    if !have_tool("sev-snp-measure") {
+        eprintln!("skipped: sev-snp-measure is not installed (pip install sev-snp-measure)");
+        return;
+    }
+    // Debian's OVMF has no KERNEL_HASHES section: use an OVMF-format image that has one.
+    let dir = temp_dir("dry-run-direct-boot");
+    let image = veil_tests::ovmf_image::build(
+        0x40000,
+        &[
+            (0x80_0000, 0x9000, 1),
+            (0x80_9000, 0x1000, 2),
+            (0x80_a000, 0x1000, 3),
+            (0x80_b000, 0x1000, 0x10),
+            (0x80_c000, 0x4000, 1),
+        ],
+        0xfffc_b004,
+        Some(0x80_bc00),
+    );
+    let path = |name: &str| dir.join(name).to_str().expect("UTF-8 path").to_string();
+    let (ovmf, kernel, initrd) = (path("OVMF-hashes.fd"), path("bzImage"), path("initrd"));
+    std::fs::write(&ovmf, image).expect("writable temp dir");
+    std::fs::write(
+        &kernel,
+        (0..90_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    )
+    .expect("writable temp dir");
+    std::fs::write(&initrd, b"070701 initramfs ".repeat(500)).expect("writable temp dir");
+    let cmdline = "console=ttyS0 quiet";
+    for cpus in ["1", "4"] {
+        let dry = dry_run_digest(&[
+            "--platform",
+            "sev-snp",
+            "--firmware",
+            &ovmf,
+            "--kernel",
+            &kernel,
+            "--initramfs",
+            &initrd,
+            "--cmdline",
+            cmdline,
+            "--cpus",
+            cpus,
+            "--cpu-type",
+            "EPYC-Milan",
+        ]);
+        let out = Command::new("sev-snp-measure")
+            .args([
+                "--mode",
+                "snp",
+                "--vcpus",
+                cpus,
+                "--vcpu-type",
+                "EPYC-Milan",
+            ])
+            .args(["--ovmf", &ovmf, "--kernel", &kernel, "--initrd", &initrd])
+            .args(["--append", cmdline])
+            .output()
+            .expect("sev-snp-measure runs");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            dry,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "{cpus} vCPUs"
+        );
+    }
+}
