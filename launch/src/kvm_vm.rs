@@ -443,6 +443,13 @@ mod tests {
         assert!(vm.vcpu("test", 0).is_ok());
         assert_eq!(vm.vcpu("test", 1).unwrap_err().errno, libc::ENOENT);
         assert_eq!(vm.take_vcpus().len(), 1);
+        // Where the kernel lacks private memory attributes, the failure says so.
+        if let Err(e) = vm.set_memory_attributes(0x10_0000, 0x1000, true) {
+            assert_eq!(e.command, "KVM_SET_MEMORY_ATTRIBUTES");
+            let text = e.to_string();
+            assert!(text.contains("0x100000+0x1000 -> private"), "{text}");
+            assert!(text.contains("errno"), "{text}");
+        }
         // A slot overlapping the first is refused by KVM, and the error names the command.
         let e = vm
             .add_slot(SlotSpec {
