@@ -5,6 +5,7 @@
 //! `tdx::kvm`) and by software models (`snp::model`, `tdx::model`) that enforce the launch rules
 //! and compute the digest the hardware would. The launch drivers above the traits replay a
 //! [`veil_firmware::LaunchPlan`]; `veil run --dry-run` drives the models.
+pub mod attest;
 pub mod host;
 
 pub mod backend;
