@@ -30,26 +30,6 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-pub mod ovmf_image;
-
-/// Whether an external tool runs (`tool --version` exits 0); tests that compare against it are
-/// skipped with a printed reason when it does not.
-pub fn have_tool(tool: &str) -> bool {
-    std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// A fresh scratch directory for one test.
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("veil-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("the temp directory is writable");
-    dir
-}
-
 /// What a finished process did.
 #[derive(Debug)]
 pub struct Output {
@@ -291,4 +271,24 @@ pub mod code {
         c.extend_from_slice(&[0xff, 0x01, 0x00, 0x10, 0x10, 0x00]); // IDTR: limit, base 0x101000
         c
     }
+}
+
+pub mod ovmf_image;
+
+/// Whether an external tool runs (`tool --version` exits 0); tests that compare against it are
+/// skipped with a printed reason when it does not.
+pub fn have_tool(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("veil-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the temp directory is writable");
+    dir
 }

@@ -1,5 +1,6 @@
 //! Bad input gets a message naming the input, and status 2 (usage) or 1 (run-time failure).
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -145,13 +146,32 @@ fn unknown_flags_and_values() {
     fails_with(&veil(&["run", "--initramfs", "/x"]), 2, &["--kernel"]);
 }
 
-/// Runs `veil run` in a private mount namespace after `setup` (shell) changed /dev/kvm there.
-fn veil_with_kvm_changed(setup: &str, user: Option<&str>) -> Option<Output> {
-    if Command::new("unshare").arg("--version").output().is_err() {
-        eprintln!("skipped: `unshare` (util-linux) is not installed");
+/// Runs `veil run` in a private mount namespace after `setup` (shell) changed /dev/kvm there,
+/// as `user` if given. Returns None (the test is skipped, with the reason printed) where this
+/// machine cannot make such a namespace.
+fn veil_with_kvm_changed(setup: &str, user: Option<&str>, veil: &Path) -> Option<Output> {
+    let works = |args: &[&str]| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !works(&["unshare", "--mount", "--propagation", "private", "true"]) {
+        eprintln!("skipped: cannot create a mount namespace here (`unshare --mount` failed)");
         return None;
     }
-    let veil = bin("veil");
+    if user.is_some()
+        && !works(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "true",
+        ])
+    {
+        eprintln!("skipped: cannot drop to an unprivileged user here (`setpriv` failed)");
+        return None;
+    }
     let run = match user {
         Some(u) => format!(
             "exec setpriv --reuid={u} --regid={u} --clear-groups {} run",
@@ -168,7 +188,7 @@ fn veil_with_kvm_changed(setup: &str, user: Option<&str>) -> Option<Output> {
 #[test]
 fn dev_kvm_missing() {
     // An empty /dev in this namespace only.
-    if let Some(out) = veil_with_kvm_changed("mount -t tmpfs none /dev", None) {
+    if let Some(out) = veil_with_kvm_changed("mount -t tmpfs none /dev", None, &bin("veil")) {
         fails_with(&out, 1, &["/dev/kvm", "does not exist"]);
     }
 }
@@ -177,12 +197,15 @@ fn dev_kvm_missing() {
 fn dev_kvm_not_permitted() {
     let dir = temp_dir("kvmperm");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A copy the unprivileged user can reach whatever the permissions on the target directory.
+    let veil = dir.join("veil");
+    std::fs::copy(bin("veil"), &veil).unwrap();
     // A /dev/kvm node that only root may open, seen by an unprivileged user.
     let setup = format!(
         "mknod {d}/kvm c 10 232 && chmod 600 {d}/kvm && mount --bind {d}/kvm /dev/kvm",
         d = dir.display()
     );
-    if let Some(out) = veil_with_kvm_changed(&setup, Some("65534")) {
+    if let Some(out) = veil_with_kvm_changed(&setup, Some("65534"), &veil) {
         fails_with(&out, 1, &["/dev/kvm", "permission denied"]);
     }
 }

@@ -9,20 +9,33 @@ use veil_vmm::{GuestExit, Kernel, SerialOutput, VmConfig, launch, probe_image};
 fn launch_the_probe_and_wait_for_it() {
     let dir = temp_dir("lib-probe");
     let console = dir.join("console");
-    let config = VmConfig::builder(Kernel::Embedded {
-        name: "probe",
-        bytes: probe_image::PROBE_ELF,
-    })
-    .cpus(2)
-    .memory(128 << 20)
-    .serial(SerialOutput::File(console.clone()))
-    .build()
-    .unwrap();
+    let config = VmConfig::builder(Kernel::probe())
+        .cpus(2)
+        .memory(128 << 20)
+        .serial(SerialOutput::File(console.clone()))
+        .build()
+        .unwrap();
     let vm = launch(&config).unwrap();
     assert_eq!(vm.wait(), GuestExit::DebugExit(0));
     assert!(vm.boot_time().is_some());
     let text = std::fs::read_to_string(&console).unwrap();
     assert!(text.contains("PROBE PASS"), "{text}");
+}
+
+#[test]
+fn a_kernel_image_in_memory_boots() {
+    // An embedder hands Veil an image it holds (here: the probe's bzImage, owned).
+    let config = VmConfig::builder(Kernel::Image {
+        name: "in-memory bzImage".into(),
+        bytes: probe_image::PROBE_BZIMAGE.to_vec().into(),
+    })
+    .memory(64 << 20)
+    .serial(SerialOutput::Off)
+    .build()
+    .unwrap();
+    let vm = launch(&config).unwrap();
+    assert_eq!(vm.wait(), GuestExit::DebugExit(0));
+    assert_eq!(vm.protocol(), veil_vmm::BootProtocol::Linux);
 }
 
 #[test]

@@ -2,21 +2,18 @@
 //!
 //! `cargo run -p veil-vmm --example embed_probe -- [CPUS]`
 
-use veil_vmm::{GuestExit, Kernel, SerialOutput, VmConfig, launch, probe_image};
+use veil_vmm::{GuestExit, Kernel, SerialOutput, VmConfig, launch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpus = match std::env::args().nth(1) {
         Some(n) => n.parse()?,
         None => 2,
     };
-    let config = VmConfig::builder(Kernel::Embedded {
-        name: "the probe guest",
-        bytes: probe_image::PROBE_ELF,
-    })
-    .cpus(cpus)
-    .memory(256 << 20)
-    .serial(SerialOutput::Stdout)
-    .build()?;
+    let config = VmConfig::builder(Kernel::probe())
+        .cpus(cpus)
+        .memory(256 << 20)
+        .serial(SerialOutput::Stdout)
+        .build()?;
     let vm = launch(&config)?;
     let exit = vm.wait();
     match &exit {

@@ -1,5 +1,6 @@
 //! `VmConfig`: what to launch, validated once. Every later stage trusts it.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
@@ -54,21 +55,29 @@ pub enum ConfigError {
 pub enum Kernel {
     /// An ELF (with or without a PVH note) or bzImage file.
     File(PathBuf),
-    /// An image held in memory, e.g. the embedded probe guest; `name` is used in messages.
-    Embedded {
+    /// An ELF or bzImage held in memory (built in, or produced by the embedding program).
+    Image {
         /// What to call the image in messages.
-        name: &'static str,
+        name: String,
         /// The ELF or bzImage bytes.
-        bytes: &'static [u8],
+        bytes: Cow<'static, [u8]>,
     },
 }
 
 impl Kernel {
+    /// The probe guest built into Veil (ELF with a PVH note and a 64-bit Linux entry).
+    pub fn probe() -> Self {
+        Kernel::Image {
+            name: "the embedded probe guest".into(),
+            bytes: Cow::Borrowed(crate::probe_image::PROBE_ELF),
+        }
+    }
+
     /// How messages name this kernel.
     pub fn describe(&self) -> String {
         match self {
             Kernel::File(path) => path.display().to_string(),
-            Kernel::Embedded { name, .. } => (*name).to_string(),
+            Kernel::Image { name, .. } => name.clone(),
         }
     }
 }

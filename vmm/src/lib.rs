@@ -20,6 +20,7 @@ pub mod config;
 mod devices;
 pub mod exit;
 mod handle;
+mod launch;
 pub mod memory;
 pub mod probe_image;
 mod vcpu;
@@ -28,4 +29,5 @@ pub mod x86;
 
 pub use config::{BootProtocol, ConfigError, Kernel, MemorySize, SerialOutput, VmConfig};
 pub use exit::{CrashReport, GuestExit};
-pub use handle::{LaunchError, VmHandle, launch};
+pub use handle::VmHandle;
+pub use launch::{LaunchError, launch};

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use veil_vmm::{
-    BootProtocol, GuestExit, Kernel, MemorySize, SerialOutput, VmConfig, launch, probe_image,
-};
+use veil_vmm::{BootProtocol, GuestExit, Kernel, MemorySize, SerialOutput, VmConfig, launch};
 
 /// Arguments of `veil run`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: the guest's (0 after a shutdown or reset, the value it wrote to port 0xf4); 1 if the guest crashed (registers are printed) or Veil failed; 2 for usage errors."
+)]
 pub struct RunArgs {
     /// Kernel to boot: an ELF (with or without a PVH note) or a bzImage. Default: the embedded
     /// probe guest.
@@ -107,10 +108,7 @@ pub fn execute(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
     }
     let kernel = match args.kernel {
         Some(path) => Kernel::File(path),
-        None => Kernel::Embedded {
-            name: "the embedded probe guest",
-            bytes: probe_image::PROBE_ELF,
-        },
+        None => Kernel::probe(),
     };
     let mut builder = VmConfig::builder(kernel)
         .cmdline(args.cmdline)

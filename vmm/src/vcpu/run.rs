@@ -1,10 +1,12 @@
 //! The vCPU run loop: `KVM_RUN`, then dispatch the exit to the buses or end the guest.
 //!
-//! Clean ends: the guest's reset through the i8042 (`0xfe` to port `0x64`), a debug-exit write,
-//! and KVM system events of type shutdown or reset. Failures (exit status 1, registers printed):
-//! `KVM_EXIT_SHUTDOWN` (a triple fault: on x86 KVM reports nothing else this way), internal
-//! errors, failed VM entries, system events of type crash, exits Veil does not expect, and
-//! `KVM_RUN` errors other than EINTR/EAGAIN.
+//! Clean ends: the guest's reset through the i8042 (`0xfe` to port `0x64`), an ACPI power-off
+//! (S5 through the sleep control register), a debug-exit write (status = the value written), and
+//! KVM system events of type shutdown or reset. Failures (exit status 1, registers printed):
+//! `KVM_EXIT_SHUTDOWN` (a triple fault: on x86 KVM reports nothing else this way, so a guest that
+//! resets by triple-faulting, e.g. Linux with `reboot=t`, counts as failed), internal errors,
+//! failed VM entries, system events of type crash, exits Veil does not expect, and `KVM_RUN`
+//! errors other than EINTR/EAGAIN.
 
 use std::sync::{Arc, Mutex};
 

@@ -198,10 +198,11 @@ pub fn load_kernel(
             let format = detect(&name, &head[..n], len)?;
             (format, load_with(mem, format, &mut file))
         }
-        Kernel::Embedded { bytes, .. } => {
+        Kernel::Image { bytes, .. } => {
+            let bytes: &[u8] = bytes;
             let n = bytes.len().min(head.len());
             let format = detect(&name, &bytes[..n], bytes.len() as u64)?;
-            (format, load_with(mem, format, &mut Cursor::new(*bytes)))
+            (format, load_with(mem, format, &mut Cursor::new(bytes)))
         }
     };
     let result = result.map_err(|error| BootError::KernelLoad {

@@ -1,0 +1,208 @@
+//! [`launch`]: from a validated config to running vCPU threads.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{Cap, Kvm};
+
+use crate::config::{BootProtocol, VmConfig};
+use crate::devices::{self, DeviceError};
+use crate::exit::{CrashReport, ExitState, GuestExit};
+use crate::handle::{VmHandle, kick_signal, on_kick, stop_threads};
+use crate::memory::{MemoryError, MemoryLayout};
+use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
+use crate::vm::{self, KvmMsi, VmError};
+use crate::x86::boot::{self, BootError, linux, pvh};
+use crate::x86::{paging, write_platform_tables};
+
+/// Stack of each vCPU thread: the run loop is shallow and device handlers are small.
+const VCPU_STACK: usize = 256 << 10;
+
+/// Errors from launching a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// `/dev/kvm` cannot be opened.
+    #[error("/dev/kvm: {0}")]
+    Kvm(String),
+    /// More vCPUs than this host's KVM allows.
+    #[error("--cpus {requested}: this host's KVM allows at most {max} vCPUs")]
+    TooManyCpus {
+        /// Asked for.
+        requested: u32,
+        /// KVM's limit (KVM_CAP_MAX_VCPUS).
+        max: usize,
+    },
+    /// KVM_GET_SUPPORTED_CPUID failed.
+    #[error("KVM_GET_SUPPORTED_CPUID: {0}")]
+    Cpuid(#[source] kvm_ioctls::Error),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The VM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The kernel, initramfs or boot structures.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// Devices.
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    /// A vCPU.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The vCPU kick signal's handler could not be installed.
+    #[error("installing the SIGRTMIN handler that stops vCPUs: {0}")]
+    Signal(#[source] vmm_sys_util::errno::Error),
+    /// A vCPU thread could not be started.
+    #[error("starting vCPU thread {id}: {source}")]
+    Thread {
+        /// The vCPU index.
+        id: u32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LaunchError {
+    /// Whether the error is the user's setting out of this host's range (exit status 2) rather
+    /// than a run-time failure (exit status 1).
+    pub fn is_usage_error(&self) -> bool {
+        matches!(self, LaunchError::TooManyCpus { .. })
+    }
+}
+
+fn open_kvm() -> Result<Kvm, LaunchError> {
+    Kvm::new().map_err(|e| {
+        LaunchError::Kvm(match e.errno() {
+            libc::ENOENT => {
+                "does not exist: KVM is not available on this host (is the kvm module loaded?)"
+                    .into()
+            }
+            libc::EACCES | libc::EPERM => {
+                "permission denied: this user may not use KVM (add it to the kvm group)".into()
+            }
+            _ => e.to_string(),
+        })
+    })
+}
+
+/// Boots the guest `config` describes and returns once its vCPUs run.
+pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
+    let kvm = open_kvm()?;
+    let max = kvm.get_max_vcpus();
+    if config.cpus() as usize > max {
+        return Err(LaunchError::TooManyCpus {
+            requested: config.cpus(),
+            max,
+        });
+    }
+    let layout = MemoryLayout::new(config.memory());
+    let memory = layout.create()?;
+    let vm = vm::create(&kvm, &memory)?;
+
+    let kernel = boot::load_kernel(&memory, &layout, config.kernel())?;
+    let protocol = boot::choose(&kernel, config.boot(), &config.kernel().describe())?;
+    let initramfs = match config.initramfs() {
+        Some(path) => {
+            let limit = match protocol {
+                BootProtocol::Pvh => layout.low_ram_end(),
+                _ => linux::initrd_limit(kernel.header.as_ref(), layout.low_ram_end()),
+            };
+            Some(boot::load_initramfs(&memory, path, kernel.end, limit)?)
+        }
+        None => None,
+    };
+    let cpus = config.cpus();
+    write_platform_tables(&memory, cpus as u8).map_err(BootError::from)?;
+    let cmdline_len = boot::write_cmdline(&memory, config.cmdline())?;
+    let e820 = layout.e820();
+    match protocol {
+        BootProtocol::Pvh => pvh::write(&memory, &e820, initramfs).map_err(BootError::from)?,
+        _ => {
+            let params = linux::boot_params(kernel.header, &e820, cmdline_len, initramfs);
+            linux::write(&memory, params).map_err(BootError::from)?;
+            paging::write(&memory).map_err(BootError::from)?;
+        }
+    }
+    log::debug!(
+        "kernel {} loaded up to {:#x}, booting via {protocol:?}",
+        config.kernel().describe(),
+        kernel.end
+    );
+
+    let vm = Arc::new(vm);
+    let exit = Arc::new(ExitState::default());
+    let devs = devices::create(
+        cpus as u8,
+        Arc::new(KvmMsi(vm.clone())),
+        config.serial(),
+        config.start(),
+        exit.clone(),
+    )?;
+    let setup = VcpuSetup {
+        supported_cpuid: kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(LaunchError::Cpuid)?,
+        tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
+        cpus,
+        entry: boot::entry_mode(&kernel, protocol),
+    };
+    let mut fds = Vec::with_capacity(cpus as usize);
+    for id in 0..cpus {
+        fds.push(vcpu::create(&vm, id, &setup)?);
+    }
+
+    install_kick_handler()?;
+    let ctx = Arc::new(RunContext {
+        pio: devs.pio,
+        mmio: devs.mmio,
+        ioapic: devs.ioapic,
+        exit: exit.clone(),
+        logged_mmio: Mutex::new(Vec::new()),
+    });
+    let mut threads = Vec::with_capacity(cpus as usize);
+    for (id, fd) in (0..cpus).zip(fds) {
+        let ctx = ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .stack_size(VCPU_STACK)
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(fd, id, &ctx));
+                if std::panic::catch_unwind(run).is_err() {
+                    // Never leave `wait` blocked on a vCPU that is gone.
+                    ctx.exit.set(GuestExit::Crashed(CrashReport {
+                        vcpu: id,
+                        reason: "the vCPU thread panicked (a bug in Veil)".into(),
+                        registers: String::new(),
+                    }));
+                }
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(source) => {
+                exit.set(GuestExit::Stopped);
+                stop_threads(&mut threads);
+                return Err(LaunchError::Thread { id, source });
+            }
+        }
+    }
+    Ok(VmHandle {
+        exit,
+        threads: Mutex::new(threads),
+        serial: devs.serial,
+        boot_time: devs.boot_time,
+        protocol,
+        _vm: vm,
+        _memory: memory,
+    })
+}
+
+/// Installs the no-op handler of the kick signal, once per process: without it the signal's
+/// default action would end the process.
+fn install_kick_handler() -> Result<(), LaunchError> {
+    static INSTALLED: OnceLock<Result<(), vmm_sys_util::errno::Error>> = OnceLock::new();
+    (*INSTALLED
+        .get_or_init(|| vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick)))
+    .map_err(LaunchError::Signal)
+}
