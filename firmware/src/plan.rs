@@ -75,7 +75,8 @@ pub enum PageKind {
     Unmeasured,
     /// The SNP secrets page (filled by the firmware).
     Secrets,
-    /// The SNP CPUID page (checked and filled by the firmware).
+    /// The SNP CPUID page. Its contents are not measured; the launch backend fills it with the
+    /// guest's CPUID table (the SNP firmware checks it and corrects rejected entries).
     Cpuid,
 }
 
@@ -305,6 +306,22 @@ pub struct MemoryRange {
     pub size: u64,
 }
 
+/// Start of the window below 4 GiB where firmware images may be mapped (256 MiB).
+pub const FIRMWARE_WINDOW: u64 = (1 << 32) - (256 << 20);
+
+/// Whether `[gpa, gpa + size)` lies in guest RAM (`memory` bytes laid out as
+/// [`crate::linux::memory_layout`] does) or in the firmware window just below 4 GiB.
+pub fn in_guest_memory(gpa: u64, size: u64, memory: u64) -> bool {
+    let Some(end) = gpa.checked_add(size) else {
+        return false;
+    };
+    let in_fw = gpa >= FIRMWARE_WINDOW && end <= 1 << 32;
+    in_fw
+        || crate::linux::memory_layout(memory)
+            .iter()
+            .any(|r| gpa >= r.gpa && end <= r.gpa + r.size)
+}
+
 /// An SNP ID block and its auth block, as `SNP_LAUNCH_FINISH` takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdBlockPair {
@@ -335,9 +352,10 @@ pub struct LaunchPlan {
     pub host_data: [u8; 32],
     /// RAM the guest gets (below and above the 32-bit hole).
     pub memory: Vec<MemoryRange>,
-    /// Where the launch replay must get the entry point for plain guests (bzImage/PVH), if any.
+    /// Entry point for plain direct boot (bzImage 64-bit entry or ELF entry), if any.
     pub entry: Option<u64>,
-    /// TDX: GPA of the TD HOB section the VMM fills and passes to TDVF (`KVM_TDX_INIT_VCPU`).
+    /// TDX: GPA of the TD HOB section. Its import is unmeasured zero pages; the launch backend
+    /// writes the HOB (memory map for TDVF) there before `KVM_TDX_INIT_MEM_REGION`.
     pub td_hob: Option<u64>,
 }
 

@@ -270,7 +270,12 @@ fn broken_igvm_files_are_refused_naming_file_and_defect() {
     case("crc.igvm", &crc, "tdx", "checksum");
     let mut past_end = bytes.clone();
     past_end[12..16].copy_from_slice(&0x7fff_0000u32.to_le_bytes()); // variable header size
-    case("past-end.igvm", &past_end, "tdx", "fixed header");
+    case(
+        "past-end.igvm",
+        &past_end,
+        "tdx",
+        "run past the end of the file",
+    );
     case(
         "wrong-platform.igvm",
         &bytes,
@@ -278,5 +283,42 @@ fn broken_igvm_files_are_refused_naming_file_and_defect() {
         "does not support platform sev-snp",
     );
     case("empty.igvm", &[], "tdx", "fixed header");
+    // An unknown required directive, with a correct checksum so the parser gets to it.
+    let mut unknown = bytes.clone();
+    let off = u32::from_le_bytes(unknown[8..12].try_into().unwrap()) as usize;
+    let size = u32::from_le_bytes(unknown[12..16].try_into().unwrap()) as usize;
+    let mut at = off;
+    while u32::from_le_bytes(unknown[at..at + 4].try_into().unwrap()) != 0x302 {
+        let len = u32::from_le_bytes(unknown[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len.div_ceil(8) * 8;
+    }
+    unknown[at..at + 4].copy_from_slice(&0x3feu32.to_le_bytes());
+    unknown[20..24].fill(0);
+    let mut covered = unknown[..24].to_vec();
+    covered.extend_from_slice(&unknown[off..off + size]);
+    let crc = crc32(&covered);
+    unknown[20..24].copy_from_slice(&crc.to_le_bytes());
+    case(
+        "unknown-header.igvm",
+        &unknown,
+        "tdx",
+        "unknown required header",
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CRC-32 (IEEE), as the IGVM fixed header's checksum uses.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
