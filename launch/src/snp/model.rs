@@ -296,6 +296,14 @@ impl SnpPlatform for SnpModel {
                     format!("source holds {:#x} bytes for {len:#x}", s.len()),
                 ));
             }
+            Some(s) if s.as_ptr() as usize % PAGE_SIZE as usize != 0 => {
+                return Err(CommandError::rule(
+                    CMD,
+                    libc::EINVAL,
+                    Rule::Alignment,
+                    format!("source address {:p} is not 4 KiB aligned", s.as_ptr()),
+                ));
+            }
             Some(s) => Some(s),
             None if ptype == page_type::ZERO => None,
             None => {

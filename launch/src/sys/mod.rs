@@ -139,3 +139,41 @@ impl<H: Copy> CpuidTail<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_and_constants_are_the_kernels() {
+        // _IOWR('K' = 0xae, 0xba, unsigned long) from include/uapi/linux/kvm.h.
+        assert_eq!(KVM_MEMORY_ENCRYPT_OP, 0xc008_aeba);
+        assert_eq!(KVM_HC_MAP_GPA_RANGE, 12);
+        assert_eq!(KVM_MAP_GPA_RANGE_ENCRYPTED, 0x10);
+        assert_eq!(KVM_MEMORY_ATTRIBUTE_PRIVATE, 0x8);
+        assert_eq!(tdx::KVM_EXIT_TDX, 40);
+        assert_eq!(snp::KVM_SEV_SNP_LAUNCH_UPDATE, 101);
+        assert_eq!(core::mem::size_of::<tdx::KvmTdxCapabilities>(), 2056);
+        assert_eq!(core::mem::size_of::<tdx::KvmTdxInitVm>(), 264);
+    }
+
+    #[test]
+    fn cpuid_tail_round_trips_entries_after_the_fixed_part() {
+        let e = kvm_bindings::kvm_cpuid_entry2 {
+            function: 7,
+            index: 1,
+            eax: 0xdead_beef,
+            ..Default::default()
+        };
+        let mut t = CpuidTail::new(tdx::KvmTdxInitVm::default(), 3);
+        assert_eq!(t.nent(), 3);
+        t.set_entries(&[e]);
+        assert_eq!(t.nent(), 1);
+        assert_eq!(t.entries(), vec![e]);
+        // nent sits right after the 256-byte TD_PARAMS part, as the kernel reads it.
+        let p = t.as_mut_ptr().cast::<u8>();
+        // SAFETY: the buffer is at least 264 bytes; reading 4 bytes at offset 256.
+        let nent = unsafe { core::ptr::read_unaligned(p.add(256).cast::<u32>()) };
+        assert_eq!(nent, 1);
+    }
+}

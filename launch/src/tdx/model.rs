@@ -391,6 +391,14 @@ impl TdxPlatform for TdxModel {
                 format!("source holds {:#x} bytes for {len:#x}", src.len()),
             ));
         }
+        if src.as_ptr() as usize % PAGE_SIZE as usize != 0 {
+            return Err(CommandError::rule(
+                CMD,
+                libc::EINVAL,
+                Rule::Alignment,
+                format!("source address {:p} is not 4 KiB aligned", src.as_ptr()),
+            ));
+        }
         self.mem.check_private(CMD, gpa, len)?;
         if self.added.contains_any(gpa, end) {
             return Err(CommandError::rule(

@@ -89,6 +89,16 @@ fn empty_and_overflowing_ranges_are_refused() {
         rule_of(m.launch_update(u64::MAX, None, 1, page_type::ZERO)),
         Rule::Alignment
     );
+    let mut b = PageBuffer::zeroed(2);
+    assert_eq!(
+        rule_of(m.launch_update(
+            0,
+            Some(&mut b.as_mut_slice()[8..8 + 4096]),
+            1,
+            page_type::NORMAL
+        )),
+        Rule::Alignment
+    );
     let mut short = [0u8; 100];
     assert_eq!(
         rule_of(m.launch_update(0, Some(&mut short), 1, page_type::NORMAL)),

@@ -92,6 +92,11 @@ fn mem_region_needs_private_aligned_memory_and_an_initialised_vcpu() {
         rule_of(m.init_mem_region(0, b.as_slice(), 0x6000, 0, true)),
         Rule::Alignment
     );
+    let two = PageBuffer::zeroed(2);
+    assert_eq!(
+        rule_of(m.init_mem_region(0, &two.as_slice()[16..16 + 4096], 0x6000, 1, true)),
+        Rule::Alignment
+    );
     assert_eq!(
         rule_of(m.init_mem_region(0, b.as_slice(), 0x20_0000, 1, true)),
         Rule::NotPrivate
