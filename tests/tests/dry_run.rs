@@ -424,3 +424,33 @@ fn snp_measured_direct_boot_dry_run_equals_sev_snp_measure() {
         );
     }
 }
+
+#[test]
+fn platform_specific_flags_are_refused_on_the_other_platform() {
+    let out = veil(&[
+        "run",
+        "--dry-run",
+        "--platform",
+        "tdx",
+        "--firmware",
+        OVMF,
+        "--policy",
+        "0x30000",
+    ]);
+    out.expect_status(2);
+    assert!(out.stderr.contains("--tdx-attributes"), "{out:#?}");
+    let out = veil(&[
+        "run",
+        "--dry-run",
+        "--platform",
+        "sev-snp",
+        "--firmware",
+        OVMF,
+        "--cpu-type",
+        "EPYC",
+        "--tdx-xfam",
+        "0x7",
+    ]);
+    out.expect_status(2);
+    assert!(out.stderr.contains("--platform tdx"), "{out:#?}");
+}

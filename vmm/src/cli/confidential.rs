@@ -211,6 +211,18 @@ pub fn execute(common: Common, args: &ConfidentialArgs) -> anyhow::Result<i32> {
               plain firmware boot is not in this build)",
         ));
     }
+    if args.platform == Platform::Tdx && args.policy.is_some() {
+        return Ok(super::usage_error(
+            &"--policy is the SEV-SNP guest policy; a TD takes --tdx-attributes",
+        ));
+    }
+    if args.platform == Platform::SevSnp
+        && (args.tdx_attributes.is_some() || args.tdx_xfam.is_some() || args.tdx_qgs.is_some())
+    {
+        return Ok(super::usage_error(
+            &"--tdx-attributes, --tdx-xfam and --tdx-qgs are for --platform tdx",
+        ));
+    }
     if !args.dry_run {
         // Refuse an incapable host before reading payloads or creating anything.
         if let Err(missing) = backend::check_host(args.platform) {
