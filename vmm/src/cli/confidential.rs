@@ -307,9 +307,20 @@ fn launch_on_host(
     run_vcpus(backend, quote)
 }
 
+/// Ends the process when the guest is done: the other vCPUs may sit in `KVM_RUN`, and nothing
+/// else of the VM needs an orderly teardown (the kernel frees it with the process).
+fn guest_done(status: i32, why: Option<String>) -> ! {
+    let _ = std::io::stdout().flush();
+    if let Some(why) = why {
+        eprintln!("veil: error: {why}");
+    }
+    std::process::exit(status)
+}
+
 /// Runs the launched vCPUs until the guest stops: confidential exits are handled (page-state
-/// changes, TDX calls), COM1 output goes to stdout. Devices beyond the serial port (fw_cfg,
-/// ACPI, virtio) come with the firmware-boot work; this loop covers the launch itself.
+/// changes, TDX calls), COM1 output goes to stdout, other port and MMIO accesses read as
+/// all-ones (nothing is there). Devices beyond the serial port (fw_cfg, ACPI, virtio) come with
+/// the firmware-boot work; this loop covers the launch itself.
 fn run_vcpus(
     mut backend: Box<dyn ConfidentialBackend>,
     quote: Option<QuoteService>,
@@ -321,16 +332,21 @@ fn run_vcpus(
     for (id, mut vcpu) in vcpus {
         let core = Arc::clone(&core);
         let quote = Arc::clone(&quote);
-        threads.push(std::thread::spawn(move || -> Result<i32, String> {
+        threads.push(std::thread::spawn(move || {
             use kvm_ioctls::VcpuExit;
+            let lock = || match core.lock() {
+                Ok(b) => b,
+                Err(_) => guest_done(1, Some("a vCPU thread panicked".into())),
+            };
             loop {
                 let tdx_exit = match vcpu.run() {
                     Ok(mut exit) => {
-                        let mut b = core.lock().map_err(|_| "a vCPU thread panicked")?;
-                        if let Some(action) = runtime::handle_exit(b.vm(), &mut exit) {
+                        if let Some(action) = runtime::handle_exit(lock().vm(), &mut exit) {
                             match action {
                                 ExitAction::Resume => continue,
-                                ExitAction::Stop(why) => return Err(format!("vCPU {id}: {why}")),
+                                ExitAction::Stop(why) => {
+                                    guest_done(1, Some(format!("vCPU {id}: {why}")))
+                                }
                             }
                         }
                         match exit {
@@ -339,46 +355,46 @@ fn run_vcpus(
                                 false
                             }
                             VcpuExit::IoIn(port, data) => {
-                                // COM1's line status: transmitter empty, so output proceeds.
-                                data.fill(if port == 0x3fd { 0x60 } else { 0 });
+                                // COM1's line status says the transmitter is empty, so output
+                                // proceeds; nothing else answers.
+                                data.fill(match port {
+                                    0x3fd => 0x60,
+                                    0x3f8..=0x3ff => 0,
+                                    _ => 0xff,
+                                });
                                 false
                             }
-                            VcpuExit::IoOut(..)
-                            | VcpuExit::MmioRead(..)
-                            | VcpuExit::MmioWrite(..) => false,
-                            VcpuExit::Hlt | VcpuExit::Shutdown => return Ok(0),
-                            VcpuExit::SystemEvent(..) => return Ok(0),
+                            VcpuExit::MmioRead(_, data) => {
+                                data.fill(0xff);
+                                false
+                            }
+                            VcpuExit::IoOut(..) | VcpuExit::MmioWrite(..) => false,
+                            VcpuExit::Hlt | VcpuExit::Shutdown | VcpuExit::SystemEvent(..) => {
+                                guest_done(0, None)
+                            }
                             VcpuExit::Unsupported(r)
                                 if r == veil_launch::sys::tdx::KVM_EXIT_TDX =>
                             {
                                 true
                             }
-                            other => return Err(format!("vCPU {id}: unhandled exit {other:?}")),
+                            other => {
+                                guest_done(1, Some(format!("vCPU {id}: unhandled exit {other:?}")))
+                            }
                         }
                     }
                     Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => false,
-                    Err(e) => return Err(format!("vCPU {id}: KVM_RUN failed: {e}")),
+                    Err(e) => guest_done(1, Some(format!("vCPU {id}: KVM_RUN failed: {e}"))),
                 };
                 if tdx_exit {
-                    let mut b = core.lock().map_err(|_| "a vCPU thread panicked")?;
-                    runtime::handle_tdx_exit(vcpu.get_kvm_run(), b.vm(), (*quote).as_ref());
+                    runtime::handle_tdx_exit(vcpu.get_kvm_run(), lock().vm(), (*quote).as_ref());
                 }
             }
         }));
     }
-    let mut status = 0;
     for t in threads {
-        match t.join() {
-            Ok(Ok(s)) => status = status.max(s),
-            Ok(Err(why)) => {
-                eprintln!("veil: error: {why}");
-                status = 1;
-            }
-            Err(_) => bail!("a vCPU thread panicked"),
+        if t.join().is_err() {
+            bail!("a vCPU thread panicked");
         }
     }
-    std::io::stdout()
-        .flush()
-        .context("flushing the guest's console output")?;
-    Ok(status)
+    Ok(0)
 }
