@@ -231,7 +231,7 @@ impl SnpPlatform for SnpModel {
                 libc::EIO,
                 Rule::Unsupported,
                 format!(
-                    "policy asks for firmware API {major}.{minor}, the firmware is {}.{}",
+                    "policy asks for firmware API {major}.{minor}, the (modelled) firmware is {}.{}",
                     self.config.api_version.0, self.config.api_version.1
                 ),
             )

@@ -243,7 +243,12 @@ pub fn execute(common: Common, args: &ConfidentialArgs) -> anyhow::Result<i32> {
 }
 
 fn print_dry_run(plan: &LaunchPlan, opts: &LaunchOptions, json: bool) -> anyhow::Result<i32> {
-    let run = dry_run::run(plan, opts)?;
+    let run = dry_run::run(plan, opts).map_err(|e| {
+        anyhow::anyhow!(
+            "the {} platform model refused the launch, as the platform would: {e}",
+            plan.platform
+        )
+    })?;
     let expected = measure::digest(plan, None)?;
     let agrees = run.digest == expected;
     let what = match plan.platform {
