@@ -230,6 +230,85 @@ mod tests {
         assert!(m.memory().private.contains_all(0x8000, 0x9000));
     }
 
+    /// One shared page at GPA 0x2000 holding a GetQuote request.
+    struct QuotePage(std::cell::RefCell<Vec<u8>>);
+
+    impl SharedMemory for QuotePage {
+        fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+            let off = gpa.checked_sub(0x2000)? as usize;
+            buf.copy_from_slice(self.0.borrow().get(off..off + buf.len())?);
+            Some(())
+        }
+        fn write_shared(&self, gpa: u64, data: &[u8]) -> Option<()> {
+            let off = gpa.checked_sub(0x2000)? as usize;
+            self.0
+                .borrow_mut()
+                .get_mut(off..off + data.len())?
+                .copy_from_slice(data);
+            Some(())
+        }
+    }
+
+    fn tdx_call(
+        run: &mut kvm_bindings::kvm_run,
+        mem: &QuotePage,
+        nr: u64,
+        args: &[u64],
+    ) -> KvmRunTdx {
+        let t = KvmRunTdx {
+            flags: 0,
+            nr,
+            ret: 0xdead,
+            args: {
+                let mut a = [0u64; 5];
+                a[..args.len()].copy_from_slice(args);
+                a
+            },
+        };
+        // SAFETY: the exit union is 256 bytes; KvmRunTdx is 64 bytes of u64s written at its
+        // start, as the kernel does for KVM_EXIT_TDX.
+        unsafe { std::ptr::write(run.__bindgen_anon_1.padding.as_mut_ptr().cast(), t) };
+        assert_eq!(handle_tdx_exit(run, mem, None), ExitAction::Resume);
+        // SAFETY: as above, reading back what the handler wrote.
+        unsafe { std::ptr::read(run.__bindgen_anon_1.padding.as_ptr().cast()) }
+    }
+
+    #[test]
+    fn tdx_exits_are_answered_in_the_run_structure() {
+        let mut run = kvm_bindings::kvm_run::default();
+        let mut page = vec![0u8; 4096];
+        page[0..8].copy_from_slice(&1u64.to_le_bytes());
+        page[16..20].copy_from_slice(&1024u32.to_le_bytes());
+        let mem = QuotePage(std::cell::RefCell::new(page));
+        let r = tdx_call(&mut run, &mem, tdvmcall::GET_QUOTE, &[0x2000, 0x1000]);
+        assert_eq!(r.ret, tdvmcall::SUCCESS);
+        let status = u64::from_le_bytes(mem.0.borrow()[8..16].try_into().unwrap());
+        assert_eq!(status, crate::tdx::quote::STATUS_SERVICE_UNAVAILABLE);
+        let r = tdx_call(
+            &mut run,
+            &mem,
+            tdvmcall::GET_TD_VM_CALL_INFO,
+            &[1, 7, 7, 7, 7],
+        );
+        assert_eq!((r.ret, r.args), (tdvmcall::SUCCESS, [1, 0, 0, 0, 0]));
+        let r = tdx_call(
+            &mut run,
+            &mem,
+            tdvmcall::SETUP_EVENT_NOTIFY_INTERRUPT,
+            &[20],
+        );
+        assert_eq!(r.ret, tdvmcall::INVALID_OPERAND);
+        let r = tdx_call(
+            &mut run,
+            &mem,
+            tdvmcall::SETUP_EVENT_NOTIFY_INTERRUPT,
+            &[0x40],
+        );
+        assert_eq!(r.ret, tdvmcall::SUCCESS);
+        let r = tdx_call(&mut run, &mem, 0x1_2345, &[]);
+        assert_eq!(r.ret, tdvmcall::SUBFUNC_UNSUPPORTED);
+    }
+
     #[test]
     fn tdx_fatal_error_names_code_and_info() {
         let mut regs = [0u64; 16];
