@@ -230,6 +230,52 @@ mod tests {
         assert!(m.memory().private.contains_all(0x8000, 0x9000));
     }
 
+    #[test]
+    fn handle_exit_answers_page_state_hypercalls_faults_and_fatal_events() {
+        use kvm_ioctls::HypercallExit;
+        let mut m = model();
+        let mut ret = 0xffff_u64;
+        let mut exit = VcpuExit::Hypercall(HypercallExit {
+            nr: KVM_HC_MAP_GPA_RANGE,
+            args: [0x10_000, 4, 0, 0, 0, 0],
+            ret: &mut ret,
+            longmode: 1,
+        });
+        assert_eq!(handle_exit(&mut m, &mut exit), Some(ExitAction::Resume));
+        assert_eq!(ret, 0);
+        assert!(!m.memory().private.contains_any(0x10_000, 0x14_000));
+        let mut exit = VcpuExit::Hypercall(HypercallExit {
+            nr: KVM_HC_MAP_GPA_RANGE,
+            args: [0x10_001, 1, 0, 0, 0, 0],
+            ret: &mut ret,
+            longmode: 1,
+        });
+        assert_eq!(handle_exit(&mut m, &mut exit), Some(ExitAction::Resume));
+        assert_eq!(ret as i64, -i64::from(libc::EINVAL));
+        // Other hypercalls are the VMM's.
+        let mut exit = VcpuExit::Hypercall(HypercallExit {
+            nr: 5,
+            args: [0; 6],
+            ret: &mut ret,
+            longmode: 1,
+        });
+        assert_eq!(handle_exit(&mut m, &mut exit), None);
+        let mut exit = VcpuExit::MemoryFault {
+            flags: KVM_MEMORY_EXIT_FLAG_PRIVATE,
+            gpa: 0x10_000,
+            size: 0x1000,
+        };
+        assert_eq!(handle_exit(&mut m, &mut exit), Some(ExitAction::Resume));
+        assert!(m.memory().private.contains_all(0x10_000, 0x11_000));
+        let regs = [0u64; 16];
+        let mut exit = VcpuExit::SystemEvent(tdx_sys::KVM_SYSTEM_EVENT_TDX_FATAL, &regs);
+        assert!(matches!(
+            handle_exit(&mut m, &mut exit),
+            Some(ExitAction::Stop(_))
+        ));
+        assert_eq!(handle_exit(&mut m, &mut VcpuExit::Hlt), None);
+    }
+
     /// One shared page at GPA 0x2000 holding a GetQuote request.
     struct QuotePage(std::cell::RefCell<Vec<u8>>);
 
