@@ -6,16 +6,18 @@
 //! [`check_platform`]) before it creates anything. Probing never fails: whatever is absent is
 //! recorded as absent, with the reason when one is known.
 
+mod check;
 mod cpu;
 mod devices;
 mod kvm;
 mod platform;
 mod sysfs;
 
+pub use check::{Missing, PlatformMissing, check_platform};
 pub use cpu::CpuFacts;
 pub use devices::{DeviceFacts, IoUringFacts};
 pub use kvm::{KvmFacts, VmType, VmTypeFact};
-pub use platform::{Missing, Platform, PlatformMissing, UnknownPlatform, check_platform};
+pub use platform::{Platform, UnknownPlatform};
 pub use sysfs::{SevFacts, TdxFacts};
 
 use serde::Serialize;

@@ -1,0 +1,42 @@
+//! How a block queue worker reacts to events.
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use log::error;
+
+use super::BlockWorker;
+
+/// Event data: the queue's ioeventfd fired.
+pub const QUEUE_EVENT: u32 = 0;
+/// Event data: io_uring completed requests.
+pub const COMPLETION_EVENT: u32 = 1;
+
+impl MutEventSubscriber for BlockWorker {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            QUEUE_EVENT => {
+                let _ = self.queue().event().read();
+                self.process_queue();
+            }
+            COMPLETION_EVENT => {
+                self.process_completions();
+            }
+            _ => {}
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(
+            self.queue().event(),
+            QUEUE_EVENT,
+            EventSet::IN,
+        )) {
+            error!("virtio-blk: registering the queue event: {e}");
+        }
+        if let Some(c) = self.completion_event() {
+            if let Err(e) = ops.add(Events::with_data(c, COMPLETION_EVENT, EventSet::IN)) {
+                error!("virtio-blk: registering the io_uring completion event: {e}");
+            }
+        }
+        self.process_queue();
+    }
+}
