@@ -14,6 +14,7 @@ if [ -f /usr/share/ovmf/OVMF.fd ]; then
     "${CARGO_TARGET_DIR:-target}/debug/veil" igvm build --firmware /usr/share/ovmf/OVMF.fd \
       --platform sev-snp,tdx --cpu-type EPYC -o firmware/fuzz/corpus/igvm/ovmf.igvm)
 fi
-for target in ovmf igvm; do
+mkdir -p corpus/kernel
+for target in ovmf igvm kernel; do
   cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=4194304
 done

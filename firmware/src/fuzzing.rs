@@ -50,3 +50,19 @@ pub fn igvm(data: &[u8]) {
         }
     }
 }
+
+/// Plans a plain direct boot of `data` as a kernel (bzImage or ELF) and measures the plan.
+pub fn kernel(data: &[u8]) {
+    let mut plan = crate::plan::LaunchPlan::new(Platform::None);
+    let initrd: Arc<[u8]> = Arc::from(&b"initrd"[..]);
+    if crate::linux::plan_direct_boot(&mut plan, Arc::from(data), Some(initrd), "quiet", 256 << 20)
+        .is_ok()
+        && plan.imported_bytes() <= MEASURE_LIMIT
+    {
+        plan.vcpus.push(crate::plan::VcpuState::reset(
+            crate::payload::BSP_RESET_EIP,
+            0,
+        ));
+        let _ = measure::digest(&plan, None);
+    }
+}

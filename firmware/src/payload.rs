@@ -406,14 +406,45 @@ fn check_section(
 }
 
 /// Reads the direct-boot files and hashes them as QEMU does for the kernel-hashes table.
+///
+/// The files are streamed through SHA-256 (they are not kept), kernel and initrd in parallel.
 pub fn kernel_hashes(k: &KernelFiles) -> Result<KernelHashes, PayloadError> {
-    let kernel = read_file(&k.kernel)?;
-    let initrd = k.initrd.as_deref().map(read_file).transpose()?;
-    Ok(KernelHashes::new(
-        &kernel,
-        initrd.as_deref(),
+    let (kernel, initrd) = std::thread::scope(|s| {
+        let initrd = s.spawn(|| k.initrd.as_deref().map(sha256_file).transpose());
+        let kernel = sha256_file(&k.kernel);
+        // A panic in the hashing thread is a bug in this crate, not bad input.
+        (
+            kernel,
+            initrd.join().expect("SHA-256 of a file does not panic"),
+        )
+    });
+    Ok(KernelHashes::from_digests(
+        kernel?,
+        initrd?,
         k.cmdline.as_deref(),
     ))
+}
+
+/// SHA-256 of a file, read in 1 MiB chunks.
+fn sha256_file(path: &Path) -> Result<[u8; 32], PayloadError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let err = |error| PayloadError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(h.finalize().into())
 }
 
 #[cfg(test)]

@@ -178,65 +178,65 @@ pub struct Segment {
 /// through `KVM_SET_REGS`/`KVM_SET_SREGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuState {
-    /// ES, CS, SS, DS, FS, GS.
+    /// ES (segment registers follow: CS, SS, DS, FS, GS).
     pub es: Segment,
-    #[allow(missing_docs)]
+    /// CS.
     pub cs: Segment,
-    #[allow(missing_docs)]
+    /// SS.
     pub ss: Segment,
-    #[allow(missing_docs)]
+    /// DS.
     pub ds: Segment,
-    #[allow(missing_docs)]
+    /// FS.
     pub fs: Segment,
-    #[allow(missing_docs)]
+    /// GS.
     pub gs: Segment,
-    /// Descriptor tables and task register.
+    /// GDTR (then LDTR, IDTR and the task register).
     pub gdtr: Segment,
-    #[allow(missing_docs)]
+    /// LDTR.
     pub ldtr: Segment,
-    #[allow(missing_docs)]
+    /// IDTR.
     pub idtr: Segment,
-    #[allow(missing_docs)]
+    /// TR.
     pub tr: Segment,
-    /// Control registers and EFER.
+    /// CR0 (then CR3, CR4 and EFER).
     pub cr0: u64,
-    #[allow(missing_docs)]
+    /// CR3.
     pub cr3: u64,
-    #[allow(missing_docs)]
+    /// CR4.
     pub cr4: u64,
-    #[allow(missing_docs)]
+    /// EFER.
     pub efer: u64,
     /// Instruction pointer (offset into CS).
     pub rip: u64,
     /// Flags.
     pub rflags: u64,
-    /// General registers that carry boot information (RDX holds the CPU signature at reset).
+    /// RAX (general registers follow; RDX holds the CPU signature at reset).
     pub rax: u64,
-    #[allow(missing_docs)]
+    /// RBX.
     pub rbx: u64,
-    #[allow(missing_docs)]
+    /// RCX.
     pub rcx: u64,
-    #[allow(missing_docs)]
+    /// RDX.
     pub rdx: u64,
-    #[allow(missing_docs)]
+    /// RSI.
     pub rsi: u64,
-    #[allow(missing_docs)]
+    /// RDI.
     pub rdi: u64,
-    #[allow(missing_docs)]
+    /// RSP.
     pub rsp: u64,
-    #[allow(missing_docs)]
+    /// RBP.
     pub rbp: u64,
-    /// Debug registers DR6 and DR7.
+    /// DR6 (then DR7).
     pub dr6: u64,
-    #[allow(missing_docs)]
+    /// DR7.
     pub dr7: u64,
     /// PAT MSR.
     pub g_pat: u64,
     /// XCR0.
     pub xcr0: u64,
-    /// MXCSR and the x87 control word (KVM copies the FPU state into the VMSA).
+    /// MXCSR (KVM copies the FPU state into the VMSA, with the x87 control word below).
     pub mxcsr: u32,
-    #[allow(missing_docs)]
+    /// X87_FCW.
     pub x87_fcw: u16,
 }
 

@@ -198,3 +198,35 @@ fn igvm_parser_survives_mutations() {
         fuzzing::igvm(&v);
     }
 }
+
+/// A minimal bzImage and a minimal ELF64 kernel.
+fn kernels() -> [Vec<u8>; 2] {
+    let mut bz = vec![0u8; 0x3000];
+    bz[0x1f1] = 3;
+    bz[0x201] = 0x6a;
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    bz[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes());
+    bz[0x238..0x23c].copy_from_slice(&255u32.to_le_bytes());
+    let mut elf = vec![0u8; 0x2000];
+    elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    elf[0x18..0x20].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+    elf[0x40..0x44].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x48..0x50].copy_from_slice(&0x1000u64.to_le_bytes());
+    elf[0x58..0x60].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    elf[0x60..0x68].copy_from_slice(&0x1000u64.to_le_bytes());
+    elf[0x68..0x70].copy_from_slice(&0x2000u64.to_le_bytes());
+    [bz, elf]
+}
+
+#[test]
+fn kernel_loader_survives_mutations() {
+    let seeds = kernels();
+    let mut rng = Rng(0x6b65_726e_656c_0001);
+    for i in 0..iterations() {
+        fuzzing::kernel(&mutate(&mut rng, &seeds[i % 2]));
+    }
+}

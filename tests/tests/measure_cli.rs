@@ -142,3 +142,35 @@ fn payloads_without_what_the_platform_needs_are_clear_errors() {
     assert!(err.contains("/no/such/file.fd"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tdx_trace_shows_page_add_then_mr_extend_per_page_and_ends_at_mrtd() {
+    if !std::path::Path::new("/usr/share/ovmf/OVMF.fd").is_file() {
+        eprintln!("skipped: /usr/share/ovmf/OVMF.fd is missing");
+        return;
+    }
+    let out = Command::new(veil_tests::bin("veil"))
+        .args([
+            "measure",
+            "--platform",
+            "tdx",
+            "--firmware",
+            "/usr/share/ovmf/OVMF.fd",
+            "--trace",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mrtd = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let trace = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = trace.lines().collect();
+    // Debian's TDVF: BFV 480 measured pages, CFV 32 unmeasured, TEMP_MEM 24 and TD_HOB 2 pages.
+    let adds = lines.iter().filter(|l| l.contains("page.add")).count();
+    let extends = lines.iter().filter(|l| l.contains("mr.extend")).count();
+    assert_eq!((adds, extends), (538, 480));
+    // Upstream KVM order: each measured page's MR.EXTEND directly follows its PAGE.ADD.
+    assert!(lines[0].contains("page.add") && lines[1].contains("mr.extend"));
+    let gpa = |l: &str| l.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(gpa(lines[0]), gpa(lines[1]));
+    assert!(lines.last().unwrap().ends_with(&mrtd));
+}

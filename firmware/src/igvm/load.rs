@@ -17,6 +17,7 @@ use super::{IgvmLoadError, isolation};
 use crate::id_block::{ID_AUTH_SIZE, PUBKEY_SIZE};
 use crate::linux;
 use crate::measure::vmsa;
+use crate::ovmf::{footer, sev};
 use crate::payload::{BSP_RESET_EIP, VmConfig};
 use crate::plan::{
     IdBlockPair, LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, SNP_VMSA_GPA,
@@ -478,8 +479,9 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
         Platform::SevSnp => {
             plan.vcpus
                 .push(vmsa_state.unwrap_or_else(|| VcpuState::reset(BSP_RESET_EIP, sig)));
+            let ap_eip = ovmf_ap_reset_eip(&plan).unwrap_or(BSP_RESET_EIP);
             for _ in 1..config.cpus {
-                plan.vcpus.push(VcpuState::reset(BSP_RESET_EIP, sig));
+                plan.vcpus.push(VcpuState::reset(ap_eip, sig));
             }
         }
         Platform::Tdx | Platform::None => {
@@ -524,6 +526,35 @@ fn native_vcpu(c: &igvm_defs::IgvmNativeVpContextX64, cpu_signature: u32) -> Vcp
     (s.rsi, s.rdi, s.rsp, s.rbp) = (c.rsi, c.rdi, c.rsp, c.rbp);
     (s.rip, s.rflags) = (c.rip, c.rflags);
     s
+}
+
+/// Bytes of firmware searched for an OVMF footer table, just below 4 GiB.
+const FOOTER_WINDOW: u64 = 64 << 10;
+
+/// The SEV-ES AP reset address from an OVMF footer table in the pages just below 4 GiB, when
+/// the file maps OVMF there (as `veil igvm build` does): the APs of an OVMF guest must start
+/// at its reset block, exactly as when the same OVMF is launched directly.
+fn ovmf_ap_reset_eip(plan: &LaunchPlan) -> Option<u32> {
+    let top = 1u64 << 32;
+    let base = top - FOOTER_WINDOW;
+    let mut window = vec![0u8; FOOTER_WINDOW as usize];
+    let mut page = [0u8; PAGE_SIZE as usize];
+    for imp in &plan.imports {
+        for i in 0..imp.pages() {
+            let gpa = imp.gpa + i * PAGE_SIZE;
+            if gpa < base || gpa >= top {
+                continue;
+            }
+            imp.page_into(i, &mut page);
+            let at = (gpa - base) as usize;
+            window[at..at + PAGE_SIZE as usize].copy_from_slice(&page);
+        }
+    }
+    let entries = footer::parse(&window).ok()??;
+    let entry = entries
+        .iter()
+        .find(|e| e.guid == sev::SEV_ES_RESET_BLOCK_GUID)?;
+    Some(u32::from_le_bytes(entry.data.get(..4)?.try_into().ok()?))
 }
 
 fn area(areas: &mut BTreeMap<u32, Area>, index: u32) -> Result<&mut Area, IgvmLoadError> {

@@ -226,7 +226,10 @@ pub fn plan_direct_boot(
             let paddr = le64(ph, 24);
             let filesz = le64(ph, 32);
             let memsz = le64(ph, 40);
-            if offset as u64 + filesz > k.len() as u64 || filesz > memsz {
+            let in_file = (offset as u64)
+                .checked_add(filesz)
+                .is_some_and(|end| end <= k.len() as u64);
+            if !in_file || filesz > memsz {
                 return Err(bad(format!("segment {i} data runs past the file")));
             }
             if paddr % PAGE_SIZE != 0 {
@@ -255,11 +258,10 @@ pub fn plan_direct_boot(
             if filesz == 0 {
                 imp.data = PageData::Zero;
             } else if filesz < memsz || filesz % PAGE_SIZE != 0 {
-                // The tail past filesz must read as zero: copy the segment so no file bytes leak.
-                let mut seg = k[offset..offset + filesz as usize].to_vec();
-                seg.resize(memsz as usize, 0);
+                // The tail past filesz must read as zero: give the segment its own blob (bytes
+                // past a blob's end read as zero) so no file bytes leak and nothing is padded.
                 imp.data = PageData::Bytes {
-                    blob: Arc::from(seg),
+                    blob: Arc::from(&k[offset..offset + filesz as usize]),
                     offset: 0,
                 };
             }
