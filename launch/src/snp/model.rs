@@ -130,9 +130,6 @@ impl SnpModel {
 
 impl PrivateMemory for SnpModel {
     fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
-        if self.state == State::Finished {
-            return self.require("KVM_SET_USER_MEMORY_REGION2", State::Started);
-        }
         self.mem.add_slot(spec)
     }
 
@@ -155,14 +152,7 @@ impl PrivateMemory for SnpModel {
     }
 
     fn create_vcpu(&mut self, id: u32) -> Result<(), CommandError> {
-        if self.state == State::Finished {
-            return Err(CommandError::rule(
-                "KVM_CREATE_VCPU",
-                libc::EINVAL,
-                Rule::AfterFinish,
-                "a vCPU created after SNP_LAUNCH_FINISH has no measured VMSA",
-            ));
-        }
+        // KVM takes later vCPUs too; they simply have no VMSA in the launch digest.
         self.mem.create_vcpu(id)
     }
 }
@@ -390,14 +380,6 @@ impl SnpPlatform for SnpModel {
 
     fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
         const CMD: &str = "KVM_SET_CPUID2";
-        if self.state == State::Finished {
-            return Err(CommandError::rule(
-                CMD,
-                libc::EINVAL,
-                Rule::AfterFinish,
-                "the vCPU state is encrypted after SNP_LAUNCH_FINISH",
-            ));
-        }
         if !self.mem.vcpus.contains(&id) {
             return Err(CommandError::rule(
                 CMD,
