@@ -202,7 +202,7 @@ impl PrivateMemory for TdxModel {
         if self.state != State::Initialised {
             return Err(CommandError::rule(
                 CMD,
-                libc::EINVAL,
+                libc::EIO,
                 Rule::InitVmBeforeVcpus,
                 "TDX vCPUs can only be created after KVM_TDX_INIT_VM",
             ));
@@ -442,19 +442,6 @@ impl TdxPlatform for TdxModel {
     fn finalize(&mut self) -> Result<(), CommandError> {
         const CMD: &str = "KVM_TDX_FINALIZE_VM";
         self.initialised(CMD)?;
-        if let Some(v) = self
-            .mem
-            .vcpus
-            .iter()
-            .find(|v| !self.vcpus_initialised.contains(v))
-        {
-            return Err(CommandError::rule(
-                CMD,
-                libc::EINVAL,
-                Rule::Order,
-                format!("vCPU {v} was created but never initialised (KVM_TDX_INIT_VCPU)"),
-            ));
-        }
         self.state = State::Finalized;
         self.mem.log.push(format!(
             "{CMD} ({} pages added, {} measured)",
