@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Log level on stderr.
     #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
+    /// Confidential launch: --platform, --dry-run, --firmware, --igvm, --policy, --host-data...
+    #[command(flatten)]
+    pub confidential: super::confidential::ConfidentialArgs,
 }
 
 /// `--boot` values.
@@ -99,6 +102,16 @@ pub fn execute(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         LogLevel::Debug => log::LevelFilter::Debug,
         LogLevel::Trace => log::LevelFilter::Trace,
     });
+    if args.confidential.wanted() {
+        let common = super::confidential::Common {
+            kernel: args.kernel,
+            initramfs: args.initramfs,
+            cmdline: Some(args.cmdline),
+            cpus: args.cpus,
+            memory: args.memory.0,
+        };
+        return super::confidential::execute(common, &args.confidential);
+    }
     let kernel = match args.kernel {
         Some(path) => Kernel::File(path),
         None => Kernel::probe(),
