@@ -26,6 +26,9 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// Every platform, in the order reports list them.
+    pub const ALL: [Platform; 3] = [Platform::None, Platform::SevSnp, Platform::Tdx];
+
     /// The spelling used on the command line (`none`, `sev-snp`, `tdx`).
     pub fn name(self) -> &'static str {
         match self {

@@ -6,7 +6,7 @@
 use veil_firmware::{LaunchPlan, Platform};
 
 use crate::error::LaunchError;
-use crate::host::{self, HostCapabilities, PlatformMissing};
+use crate::host::{HostCapabilities, PlatformMissing};
 use crate::kvm_vm::KvmConfidentialVm;
 use crate::platform::{CommandError, SlotSpec};
 use crate::snp::kvm::KvmSnp;
@@ -119,17 +119,9 @@ impl ConfidentialBackend for KvmTdx {
     }
 }
 
-fn host_platform(p: Platform) -> host::Platform {
-    match p {
-        Platform::None => host::Platform::None,
-        Platform::SevSnp => host::Platform::SevSnp,
-        Platform::Tdx => host::Platform::Tdx,
-    }
-}
-
 /// Checks that this host can run `platform` (nothing is created when it cannot).
 pub fn check_host(platform: Platform) -> Result<(), PlatformMissing> {
-    HostCapabilities::probe().check(host_platform(platform))
+    HostCapabilities::probe().check(platform)
 }
 
 /// Checks the host, then creates the platform's VM.
