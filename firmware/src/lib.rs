@@ -5,6 +5,7 @@
 //! the plan into the digest the platform will report; the launch code replays the same plan.
 
 pub mod cpu_types;
+pub mod fuzzing;
 pub mod guid;
 pub mod id_block;
 pub mod igvm;

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use crate::igvm::IgvmLoadError;
 use crate::linux::{self, LinuxError, hashes::KernelHashes};
+use crate::ovmf::tdvf::ATTR_PAGE_AUG;
 use crate::ovmf::{Ovmf, OvmfError, SevSectionType, TdvfSectionType};
-use crate::plan::{LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState};
+use crate::plan::{
+    LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState, in_guest_memory,
+};
 
 /// Architectural reset vector of the bootstrap processor.
 pub const BSP_RESET_EIP: u32 = 0xffff_fff0;
@@ -86,6 +89,23 @@ pub enum PayloadError {
         /// What is wrong.
         reason: String,
     },
+    /// A metadata section lies outside guest memory.
+    #[error(
+        "OVMF image {path}: {section} at {gpa:#x}+{size:#x} lies outside guest memory \
+         ({memory:#x} bytes of RAM plus the firmware window below 4 GiB)"
+    )]
+    SectionOutsideMemory {
+        /// The file.
+        path: PathBuf,
+        /// The section.
+        section: String,
+        /// Its GPA.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// Guest memory size.
+        memory: u64,
+    },
     /// APs need the SEV-ES reset block.
     #[error(
         "OVMF image {path} has no SEV-ES reset block, so vCPUs after the first cannot start under SEV-SNP"
@@ -118,14 +138,21 @@ pub enum PayloadError {
     Config(String),
 }
 
-/// Reads a whole file into a shared buffer.
+/// Reads a whole file into a shared buffer (straight into the `Arc`, without a second copy).
 pub fn read_file(path: &Path) -> Result<Arc<[u8]>, PayloadError> {
-    std::fs::read(path)
-        .map(Arc::from)
-        .map_err(|error| PayloadError::Read {
-            path: path.to_path_buf(),
-            error,
-        })
+    use std::io::Read;
+    let err = |error| PayloadError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let len = f.metadata().map_err(err)?.len();
+    let len = usize::try_from(len).map_err(|_| err(std::io::ErrorKind::FileTooLarge.into()))?;
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let dst = Arc::get_mut(&mut buf).expect("a fresh Arc has one owner");
+    // A file that changes length while being read is an error, not a short buffer.
+    f.read_exact(dst).map_err(err)?;
+    Ok(buf)
 }
 
 /// Builds the launch plan of `payload` for `config`.
@@ -187,7 +214,9 @@ pub fn build_plan(payload: &Payload, config: &VmConfig) -> Result<LaunchPlan, Pa
     Ok(plan)
 }
 
-fn ovmf_plan(
+/// The plan of an already parsed OVMF image (`path` names it in errors; `kernel` requests SNP
+/// measured direct boot).
+pub fn ovmf_plan(
     ovmf: &Ovmf,
     path: &Path,
     kernel: Option<&KernelFiles>,
@@ -243,6 +272,7 @@ fn ovmf_plan(
                 });
             }
             for s in sections {
+                check_section(path, s.kind.name(), s.gpa, s.size, config)?;
                 let (kind, data) = match s.kind {
                     SevSectionType::SecMem | SevSectionType::SvsmCaa => {
                         (PageKind::Zero, PageData::Zero)
@@ -306,8 +336,12 @@ fn ovmf_plan(
                 ));
             }
             for s in ovmf.tdvf_sections().map_err(ovmf_err)? {
+                // PERM_MEM and PAGE_AUG sections are accepted by the guest later, not added.
+                if s.kind == TdvfSectionType::PermMem || s.attributes & ATTR_PAGE_AUG != 0 {
+                    continue;
+                }
+                check_section(path, s.kind.name(), s.gpa, s.size, config)?;
                 let data = match s.kind {
-                    TdvfSectionType::PermMem => continue,
                     _ if s.raw_size == 0 => PageData::Zero,
                     _ => {
                         let img = ovmf.image();
@@ -319,15 +353,17 @@ fn ovmf_plan(
                                 offset: start,
                             }
                         } else {
-                            let mut v = img[start..end].to_vec();
-                            v.resize(s.size as usize, 0);
+                            // Only the raw data; the rest of the section reads as zero.
                             PageData::Bytes {
-                                blob: Arc::from(v),
+                                blob: Arc::from(&img[start..end]),
                                 offset: 0,
                             }
                         }
                     }
                 };
+                if s.kind == TdvfSectionType::TdHob {
+                    plan.td_hob = Some(s.gpa);
+                }
                 let kind = match (s.measured(), &data) {
                     (false, _) => PageKind::Unmeasured,
                     (true, PageData::Zero) => PageKind::Zero,
@@ -350,13 +386,136 @@ fn ovmf_plan(
     Ok(plan)
 }
 
+fn check_section(
+    path: &Path,
+    name: &str,
+    gpa: u64,
+    size: u64,
+    config: &VmConfig,
+) -> Result<(), PayloadError> {
+    if in_guest_memory(gpa, size, config.memory) {
+        return Ok(());
+    }
+    Err(PayloadError::SectionOutsideMemory {
+        path: path.to_path_buf(),
+        section: name.to_string(),
+        gpa,
+        size,
+        memory: config.memory,
+    })
+}
+
 /// Reads the direct-boot files and hashes them as QEMU does for the kernel-hashes table.
+///
+/// The files are streamed through SHA-256 (they are not kept), kernel and initrd in parallel.
 pub fn kernel_hashes(k: &KernelFiles) -> Result<KernelHashes, PayloadError> {
-    let kernel = read_file(&k.kernel)?;
-    let initrd = k.initrd.as_deref().map(read_file).transpose()?;
-    Ok(KernelHashes::new(
-        &kernel,
-        initrd.as_deref(),
+    let (kernel, initrd) = std::thread::scope(|s| {
+        let initrd = s.spawn(|| k.initrd.as_deref().map(sha256_file).transpose());
+        let kernel = sha256_file(&k.kernel);
+        // A panic in the hashing thread is a bug in this crate, not bad input.
+        (
+            kernel,
+            initrd.join().expect("SHA-256 of a file does not panic"),
+        )
+    });
+    Ok(KernelHashes::from_digests(
+        kernel?,
+        initrd?,
         k.cmdline.as_deref(),
     ))
+}
+
+/// SHA-256 of a file, read in 1 MiB chunks.
+fn sha256_file(path: &Path) -> Result<[u8; 32], PayloadError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let err = |error| PayloadError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+    fn config(platform: Platform, cpus: u32) -> VmConfig {
+        VmConfig {
+            platform,
+            cpus,
+            memory: 512 << 20,
+            cpu_signature: 0x00a0_0f11,
+            sev_features: 1,
+            policy: None,
+            host_data: [0; 32],
+            cmdline: None,
+        }
+    }
+
+    fn firmware() -> Option<Payload> {
+        Path::new(OVMF).is_file().then(|| Payload::Firmware {
+            path: OVMF.into(),
+            kernel: None,
+        })
+    }
+
+    #[test]
+    fn debian_ovmf_plans_for_snp_and_tdx() {
+        let Some(fw) = firmware() else {
+            eprintln!("skipped: {OVMF} is not installed");
+            return;
+        };
+        let snp = build_plan(&fw, &config(Platform::SevSnp, 3)).unwrap();
+        assert_eq!(snp.imports[0].label, "firmware");
+        assert_eq!(snp.imports[0].gpa, 0xffe0_0000);
+        let kinds: Vec<PageKind> = snp.imports[1..].iter().map(|i| i.kind).collect();
+        assert!(kinds.contains(&PageKind::Secrets) && kinds.contains(&PageKind::Cpuid));
+        assert_eq!(snp.vcpus.len(), 3);
+        assert_eq!(snp.vcpus[0].rip, 0xfff0);
+        assert_ne!(
+            snp.vcpus[1].cs.base, snp.vcpus[0].cs.base,
+            "APs start at the reset block"
+        );
+
+        let tdx = build_plan(&fw, &config(Platform::Tdx, 1)).unwrap();
+        let bfv = &tdx.imports[0];
+        assert_eq!(
+            (bfv.label.as_str(), bfv.kind),
+            ("TDVF BFV", PageKind::Normal)
+        );
+        assert!(
+            tdx.imports
+                .iter()
+                .any(|i| i.label == "TDVF CFV" && i.kind == PageKind::Unmeasured)
+        );
+        assert_eq!(tdx.td_hob, Some(0x80_9000));
+        assert!(tdx.imports.iter().all(|i| i.kind != PageKind::Secrets));
+    }
+
+    #[test]
+    fn tiny_guest_memory_is_refused_for_sections_outside_it() {
+        let Some(fw) = firmware() else {
+            eprintln!("skipped: {OVMF} is not installed");
+            return;
+        };
+        let mut c = config(Platform::SevSnp, 1);
+        c.memory = 4 << 20; // the SEV sections sit at 8 MiB
+        let e = build_plan(&fw, &c).unwrap_err();
+        assert!(e.to_string().contains("outside guest memory"), "{e}");
+        assert!(e.to_string().contains(OVMF), "{e}");
+    }
 }

@@ -26,6 +26,9 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// Every platform, in the order reports list them.
+    pub const ALL: [Platform; 3] = [Platform::None, Platform::SevSnp, Platform::Tdx];
+
     /// The spelling used on the command line (`none`, `sev-snp`, `tdx`).
     pub fn name(self) -> &'static str {
         match self {
@@ -75,7 +78,8 @@ pub enum PageKind {
     Unmeasured,
     /// The SNP secrets page (filled by the firmware).
     Secrets,
-    /// The SNP CPUID page (checked and filled by the firmware).
+    /// The SNP CPUID page. Its contents are not measured; the launch backend fills it with the
+    /// guest's CPUID table (the SNP firmware checks it and corrects rejected entries).
     Cpuid,
 }
 
@@ -177,65 +181,65 @@ pub struct Segment {
 /// through `KVM_SET_REGS`/`KVM_SET_SREGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuState {
-    /// ES, CS, SS, DS, FS, GS.
+    /// ES (segment registers follow: CS, SS, DS, FS, GS).
     pub es: Segment,
-    #[allow(missing_docs)]
+    /// CS.
     pub cs: Segment,
-    #[allow(missing_docs)]
+    /// SS.
     pub ss: Segment,
-    #[allow(missing_docs)]
+    /// DS.
     pub ds: Segment,
-    #[allow(missing_docs)]
+    /// FS.
     pub fs: Segment,
-    #[allow(missing_docs)]
+    /// GS.
     pub gs: Segment,
-    /// Descriptor tables and task register.
+    /// GDTR (then LDTR, IDTR and the task register).
     pub gdtr: Segment,
-    #[allow(missing_docs)]
+    /// LDTR.
     pub ldtr: Segment,
-    #[allow(missing_docs)]
+    /// IDTR.
     pub idtr: Segment,
-    #[allow(missing_docs)]
+    /// TR.
     pub tr: Segment,
-    /// Control registers and EFER.
+    /// CR0 (then CR3, CR4 and EFER).
     pub cr0: u64,
-    #[allow(missing_docs)]
+    /// CR3.
     pub cr3: u64,
-    #[allow(missing_docs)]
+    /// CR4.
     pub cr4: u64,
-    #[allow(missing_docs)]
+    /// EFER.
     pub efer: u64,
     /// Instruction pointer (offset into CS).
     pub rip: u64,
     /// Flags.
     pub rflags: u64,
-    /// General registers that carry boot information (RDX holds the CPU signature at reset).
+    /// RAX (general registers follow; RDX holds the CPU signature at reset).
     pub rax: u64,
-    #[allow(missing_docs)]
+    /// RBX.
     pub rbx: u64,
-    #[allow(missing_docs)]
+    /// RCX.
     pub rcx: u64,
-    #[allow(missing_docs)]
+    /// RDX.
     pub rdx: u64,
-    #[allow(missing_docs)]
+    /// RSI.
     pub rsi: u64,
-    #[allow(missing_docs)]
+    /// RDI.
     pub rdi: u64,
-    #[allow(missing_docs)]
+    /// RSP.
     pub rsp: u64,
-    #[allow(missing_docs)]
+    /// RBP.
     pub rbp: u64,
-    /// Debug registers DR6 and DR7.
+    /// DR6 (then DR7).
     pub dr6: u64,
-    #[allow(missing_docs)]
+    /// DR7.
     pub dr7: u64,
     /// PAT MSR.
     pub g_pat: u64,
     /// XCR0.
     pub xcr0: u64,
-    /// MXCSR and the x87 control word (KVM copies the FPU state into the VMSA).
+    /// MXCSR (KVM copies the FPU state into the VMSA, with the x87 control word below).
     pub mxcsr: u32,
-    #[allow(missing_docs)]
+    /// X87_FCW.
     pub x87_fcw: u16,
 }
 
@@ -305,6 +309,22 @@ pub struct MemoryRange {
     pub size: u64,
 }
 
+/// Start of the window below 4 GiB where firmware images may be mapped (256 MiB).
+pub const FIRMWARE_WINDOW: u64 = (1 << 32) - (256 << 20);
+
+/// Whether `[gpa, gpa + size)` lies in guest RAM (`memory` bytes laid out as
+/// [`crate::linux::memory_layout`] does) or in the firmware window just below 4 GiB.
+pub fn in_guest_memory(gpa: u64, size: u64, memory: u64) -> bool {
+    let Some(end) = gpa.checked_add(size) else {
+        return false;
+    };
+    let in_fw = gpa >= FIRMWARE_WINDOW && end <= 1 << 32;
+    in_fw
+        || crate::linux::memory_layout(memory)
+            .iter()
+            .any(|r| gpa >= r.gpa && end <= r.gpa + r.size)
+}
+
 /// An SNP ID block and its auth block, as `SNP_LAUNCH_FINISH` takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdBlockPair {
@@ -335,8 +355,11 @@ pub struct LaunchPlan {
     pub host_data: [u8; 32],
     /// RAM the guest gets (below and above the 32-bit hole).
     pub memory: Vec<MemoryRange>,
-    /// Where the launch replay must get the entry point for plain guests (bzImage/PVH), if any.
+    /// Entry point for plain direct boot (bzImage 64-bit entry or ELF entry), if any.
     pub entry: Option<u64>,
+    /// TDX: GPA of the TD HOB section. Its import is unmeasured zero pages; the launch backend
+    /// writes the HOB (memory map for TDVF) there before `KVM_TDX_INIT_MEM_REGION`.
+    pub td_hob: Option<u64>,
 }
 
 impl LaunchPlan {
@@ -352,6 +375,7 @@ impl LaunchPlan {
             host_data: [0; 32],
             memory: Vec::new(),
             entry: None,
+            td_hob: None,
         }
     }
 

@@ -275,14 +275,16 @@ pub mod code {
 
 pub mod ovmf_image;
 
-/// Whether an external tool runs (`tool --version` exits 0); tests that compare against it are
-/// skipped with a printed reason when it does not.
+/// Whether an external tool runs (`tool --version` or, as openssl wants, `tool version` exits
+/// 0); tests that compare against it are skipped with a printed reason when it does not.
 pub fn have_tool(tool: &str) -> bool {
-    std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    ["--version", "version"].iter().any(|arg| {
+        std::process::Command::new(tool)
+            .arg(arg)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
 }
 
 /// A fresh scratch directory for one test.

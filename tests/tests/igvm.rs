@@ -61,48 +61,33 @@ fn igvm_round_trip_snp_equals_direct_ovmf_and_agrees_with_sev_snp_measure() {
             ],
         );
         let f = f.to_str().unwrap();
-        let via_igvm = ok(&[
-            "measure",
-            "--igvm",
-            f,
-            "--platform",
-            "sev-snp",
-            "--cpu-type",
-            cpu,
-        ]);
-        let direct = ok(&[
-            "measure",
-            "--firmware",
-            OVMF,
-            "--platform",
-            "sev-snp",
-            "--cpu-type",
-            cpu,
-        ]);
-        assert_eq!(via_igvm, direct, "cpu type {cpu}");
-        if veil_tests::have_tool("sev-snp-measure") {
-            let out = Command::new("sev-snp-measure")
-                .args([
-                    "--mode",
-                    "snp",
-                    "--vcpus",
-                    "1",
-                    "--vcpu-type",
-                    cpu,
-                    "--ovmf",
-                    OVMF,
-                ])
-                .output()
-                .unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                via_igvm,
-                "cpu type {cpu}"
-            );
-        } else {
-            eprintln!(
-                "note: sev-snp-measure missing; compared IGVM against the direct launch only"
-            );
+        for vcpus in ["1", "4"] {
+            let common = ["--platform", "sev-snp", "--cpu-type", cpu, "--cpus", vcpus];
+            let mut a = vec!["measure", "--igvm", f];
+            a.extend_from_slice(&common);
+            let via_igvm = ok(&a);
+            let mut d = vec!["measure", "--firmware", OVMF];
+            d.extend_from_slice(&common);
+            assert_eq!(via_igvm, ok(&d), "cpu type {cpu}, {vcpus} vCPUs");
+            if veil_tests::have_tool("sev-snp-measure") {
+                let out = Command::new("sev-snp-measure")
+                    .args([
+                        "--mode",
+                        "snp",
+                        "--vcpus",
+                        vcpus,
+                        "--vcpu-type",
+                        cpu,
+                        "--ovmf",
+                        OVMF,
+                    ])
+                    .output()
+                    .unwrap();
+                let oracle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                assert_eq!(oracle, via_igvm, "cpu type {cpu}, {vcpus} vCPUs");
+            } else {
+                eprintln!("note: sev-snp-measure missing; compared with the direct launch only");
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -270,7 +255,12 @@ fn broken_igvm_files_are_refused_naming_file_and_defect() {
     case("crc.igvm", &crc, "tdx", "checksum");
     let mut past_end = bytes.clone();
     past_end[12..16].copy_from_slice(&0x7fff_0000u32.to_le_bytes()); // variable header size
-    case("past-end.igvm", &past_end, "tdx", "fixed header");
+    case(
+        "past-end.igvm",
+        &past_end,
+        "tdx",
+        "run past the end of the file",
+    );
     case(
         "wrong-platform.igvm",
         &bytes,
@@ -278,5 +268,112 @@ fn broken_igvm_files_are_refused_naming_file_and_defect() {
         "does not support platform sev-snp",
     );
     case("empty.igvm", &[], "tdx", "fixed header");
+    // An unknown required directive, with a correct checksum so the parser gets to it.
+    let mut unknown = bytes.clone();
+    let off = u32::from_le_bytes(unknown[8..12].try_into().unwrap()) as usize;
+    let size = u32::from_le_bytes(unknown[12..16].try_into().unwrap()) as usize;
+    let mut at = off;
+    while u32::from_le_bytes(unknown[at..at + 4].try_into().unwrap()) != 0x302 {
+        let len = u32::from_le_bytes(unknown[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len.div_ceil(8) * 8;
+    }
+    unknown[at..at + 4].copy_from_slice(&0x3feu32.to_le_bytes());
+    unknown[20..24].fill(0);
+    let mut covered = unknown[..24].to_vec();
+    covered.extend_from_slice(&unknown[off..off + size]);
+    let crc = crc32(&covered);
+    unknown[20..24].copy_from_slice(&crc.to_le_bytes());
+    case(
+        "unknown-header.igvm",
+        &unknown,
+        "tdx",
+        "unknown required header",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CRC-32 (IEEE), as the IGVM fixed header's checksum uses.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn igvm_build_embeds_a_signed_id_block_for_its_own_snp_digest() {
+    if !have_ovmf() || !veil_tests::have_tool("openssl") {
+        eprintln!("skipped: needs {OVMF} and openssl (to make keys)");
+        return;
+    }
+    let dir = veil_tests::scratch_dir("igvm-id-block");
+    let (id_key, author_key) = (dir.join("id.pem"), dir.join("author.pem"));
+    for k in [&id_key, &author_key] {
+        let st = Command::new("openssl")
+            .args(["ecparam", "-genkey", "-name", "secp384r1", "-noout", "-out"])
+            .arg(k)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let f = build(
+        &dir,
+        "signed.igvm",
+        &[
+            "--firmware",
+            OVMF,
+            "--platform",
+            "sev-snp",
+            "--cpu-type",
+            "EPYC-Milan",
+            "--cpus",
+            "2",
+            "--id-key",
+            id_key.to_str().unwrap(),
+            "--author-key",
+            author_key.to_str().unwrap(),
+        ],
+    );
+    let digest = ok(&[
+        "measure",
+        "--igvm",
+        f.to_str().unwrap(),
+        "--cpu-type",
+        "EPYC-Milan",
+        "--cpus",
+        "2",
+    ]);
+    let bytes = std::fs::read(&f).unwrap();
+    let config = veil_firmware::VmConfig {
+        platform: veil_firmware::Platform::SevSnp,
+        cpus: 2,
+        memory: 512 << 20,
+        cpu_signature: 0x00a0_0f11,
+        sev_features: 1,
+        policy: None,
+        host_data: [0; 32],
+        cmdline: None,
+    };
+    let plan = veil_firmware::igvm::load(&bytes, &config).unwrap();
+    let pair = plan.id_block.expect("the file carries an ID block");
+    assert!(pair.author_key_enabled);
+    let hex: String = pair.id_block[..48]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex, digest,
+        "the ID block signs the launch digest of the file itself"
+    );
+    assert_eq!(&pair.id_block[0x58..0x60], &0x30000u64.to_le_bytes());
+    veil_firmware::id_block::verify(&pair.id_block, &pair.id_auth).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

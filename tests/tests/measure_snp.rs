@@ -208,6 +208,15 @@ fn kernel_hashes_on_debian_ovmf_fail_as_in_sev_snp_measure_naming_file_and_secti
     if !ready() {
         return;
     }
+    let image = std::sync::Arc::from(std::fs::read(OVMF).unwrap());
+    let parsed = veil_firmware::ovmf::Ovmf::parse(image).unwrap();
+    if parsed.kernel_hashes_section().is_some() {
+        eprintln!(
+            "skipped: this {OVMF} has an SNP KERNEL_HASHES section; agreement with kernel hashes \
+             is covered by the synthetic-image test"
+        );
+        return;
+    }
     let dir = veil_tests::scratch_dir("snp-no-hashes");
     let (kernel, _) = write_direct_boot_files(&dir);
     let (ok, _, err) = run(Command::new(veil_tests::bin("veil")).args([

@@ -4,12 +4,16 @@
 use igvm::{
     IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
 };
-use igvm_defs::{IGVM_VHS_SUPPORTED_PLATFORM, IgvmPageDataFlags, IgvmPageDataType};
+use igvm_defs::{
+    IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY, IGVM_VHS_SNP_ID_BLOCK_SIGNATURE, IGVM_VHS_SUPPORTED_PLATFORM,
+    IgvmPageDataFlags, IgvmPageDataType,
+};
 use zerocopy::FromBytes;
 
 use super::isolation;
+use crate::id_block::{ID_AUTH_SIZE, ID_BLOCK_SIZE};
 use crate::measure::vmsa;
-use crate::plan::{LaunchPlan, PAGE_SIZE, PageData, PageKind, Platform, SNP_VMSA_GPA};
+use crate::plan::{IdBlockPair, LaunchPlan, PAGE_SIZE, PageData, PageKind, Platform, SNP_VMSA_GPA};
 
 /// Why an IGVM file could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +21,9 @@ pub enum IgvmBuildError {
     /// No platform was asked for, or one twice.
     #[error("platforms {0:?}: give each of sev-snp, tdx, none at most once, at least one")]
     Platforms(Vec<Platform>),
+    /// The ID block does not fit the plan.
+    #[error("SNP ID block: {0}")]
+    IdBlock(String),
     /// The igvm crate refused the headers.
     #[error("the IGVM headers are invalid: {0}")]
     Igvm(igvm::Error),
@@ -102,6 +109,13 @@ pub fn build(plans: &[LaunchPlan]) -> Result<Vec<u8>, IgvmBuildError> {
                     vmsa: Box::new(v),
                 });
             }
+            if let Some(pair) = &plan.id_block {
+                directives.push(id_block_directive(
+                    pair,
+                    mask,
+                    plan.policy.unwrap_or(0x30000),
+                )?);
+            }
         }
     }
     let file = IgvmFile::new(IgvmRevision::V1, headers, inits, directives)
@@ -109,4 +123,74 @@ pub fn build(plans: &[LaunchPlan]) -> Result<Vec<u8>, IgvmBuildError> {
     let mut out = Vec::new();
     file.serialize(&mut out).map_err(IgvmBuildError::Igvm)?;
     Ok(out)
+}
+
+/// The SNP_ID_BLOCK directive carrying `pair`; IGVM stores the policy only in the guest policy
+/// header, so the ID block's policy must equal it.
+fn id_block_directive(
+    pair: &IdBlockPair,
+    mask: u32,
+    policy: u64,
+) -> Result<IgvmDirectiveHeader, IgvmBuildError> {
+    let (b, a) = (&pair.id_block, &pair.id_auth);
+    if b.len() != ID_BLOCK_SIZE || a.len() != ID_AUTH_SIZE {
+        return Err(IgvmBuildError::IdBlock(format!(
+            "blocks of {} and {} bytes, expected {ID_BLOCK_SIZE} and {ID_AUTH_SIZE}",
+            b.len(),
+            a.len()
+        )));
+    }
+    let u32_at = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    };
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&b[0x58..0x60]);
+    if u64::from_le_bytes(p) != policy {
+        return Err(IgvmBuildError::IdBlock(format!(
+            "its policy {:#x} differs from the guest policy {policy:#x}",
+            u64::from_le_bytes(p)
+        )));
+    }
+    let sig = |at: usize| {
+        let mut s = IGVM_VHS_SNP_ID_BLOCK_SIGNATURE {
+            r_comp: [0; 72],
+            s_comp: [0; 72],
+        };
+        s.r_comp.copy_from_slice(&a[at..at + 72]);
+        s.s_comp.copy_from_slice(&a[at + 72..at + 144]);
+        Box::new(s)
+    };
+    let key = |at: usize| {
+        let mut k = IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY {
+            curve: u32_at(a, at),
+            reserved: 0,
+            qx: [0; 72],
+            qy: [0; 72],
+        };
+        k.qx.copy_from_slice(&a[at + 4..at + 76]);
+        k.qy.copy_from_slice(&a[at + 76..at + 148]);
+        Box::new(k)
+    };
+    let mut ld = [0u8; 48];
+    ld.copy_from_slice(&b[..48]);
+    let mut family_id = [0u8; 16];
+    family_id.copy_from_slice(&b[0x30..0x40]);
+    let mut image_id = [0u8; 16];
+    image_id.copy_from_slice(&b[0x40..0x50]);
+    Ok(IgvmDirectiveHeader::SnpIdBlock {
+        compatibility_mask: mask,
+        author_key_enabled: u8::from(pair.author_key_enabled),
+        reserved: [0; 3],
+        ld,
+        family_id,
+        image_id,
+        version: u32_at(b, 0x50),
+        guest_svn: u32_at(b, 0x54),
+        id_key_algorithm: u32_at(a, 0),
+        author_key_algorithm: u32_at(a, 4),
+        id_key_signature: sig(0x40),
+        id_public_key: key(0x240),
+        author_key_signature: sig(0x680),
+        author_public_key: key(0x880),
+    })
 }

@@ -17,11 +17,11 @@ use super::{IgvmLoadError, isolation};
 use crate::id_block::{ID_AUTH_SIZE, PUBKEY_SIZE};
 use crate::linux;
 use crate::measure::vmsa;
-use crate::ovmf::MAX_IMAGE_SIZE;
+use crate::ovmf::{footer, sev};
 use crate::payload::{BSP_RESET_EIP, VmConfig};
 use crate::plan::{
     IdBlockPair, LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, SNP_VMSA_GPA,
-    VcpuState,
+    VcpuState, in_guest_memory,
 };
 
 fn platform_name(t: igvm_defs::IgvmPlatformType) -> String {
@@ -43,13 +43,7 @@ fn check_in_memory(
     size: u64,
     config: &VmConfig,
 ) -> Result<(), IgvmLoadError> {
-    let end = gpa.saturating_add(size);
-    let fw_window = ((1u64 << 32) - MAX_IMAGE_SIZE as u64)..=(1u64 << 32);
-    let in_fw = fw_window.contains(&gpa) && end <= (1 << 32);
-    let in_ram = linux::memory_layout(config.memory)
-        .iter()
-        .any(|r| gpa >= r.gpa && end <= r.gpa + r.size);
-    if in_fw || in_ram {
+    if in_guest_memory(gpa, size, config.memory) {
         Ok(())
     } else {
         Err(IgvmLoadError::OutsideMemory {
@@ -61,8 +55,82 @@ fn check_in_memory(
     }
 }
 
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Checks the file offsets of data-carrying headers before the igvm crate sees them: igvm 0.5
+/// subtracts and slices with them unchecked, which panics on a crafted file. Anything else
+/// malformed is left to the crate, which reports it.
+fn check_file_offsets(bytes: &[u8]) -> Result<(), IgvmLoadError> {
+    let (Some(version), Some(off), Some(size), Some(total), Some(crc)) = (
+        le32(bytes, 4),
+        le32(bytes, 8),
+        le32(bytes, 12),
+        le32(bytes, 16),
+        le32(bytes, 20),
+    ) else {
+        return Ok(());
+    };
+    // Leave files with a wrong size or checksum to the crate, which says so precisely.
+    let fixed = if version == 1 { 24 } else { 32 };
+    if total as usize != bytes.len() || bytes.len() < fixed {
+        return Ok(());
+    }
+    let (off, size) = (off as usize, size as usize);
+    let Some(headers) = off.checked_add(size).and_then(|end| bytes.get(off..end)) else {
+        return Err(IgvmLoadError::Unsupported(format!(
+            "the variable headers ({size:#x} bytes at {off:#x}) run past the end of the file ({:#x} bytes)",
+            bytes.len()
+        )));
+    };
+    let mut fixed_header = bytes[..fixed].to_vec();
+    fixed_header[20..24].fill(0);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&fixed_header);
+    h.update(headers);
+    if h.finalize() != crc {
+        return Ok(());
+    }
+    let data_start = off + size;
+    let mut at = 0usize;
+    let mut index = 0usize;
+    while let (Some(typ), Some(len)) = (le32(headers, at), le32(headers, at + 4)) {
+        let body = at + 8;
+        let known = matches!(typ, 0x1 | 0x101..=0x107 | 0x301..=0x305 | 0x307..=0x313);
+        if !known {
+            let what = if typ & (1 << 31) == 0 {
+                "an unknown required header"
+            } else {
+                "an optional header this parser cannot skip"
+            };
+            return Err(IgvmLoadError::Unsupported(format!(
+                "variable header {index} has type {typ:#x}: {what}"
+            )));
+        }
+        if matches!(typ, 0x301 | 0x302 | 0x304) {
+            if let Some(file_offset) = le32(headers, body + 12) {
+                let fo = file_offset as usize;
+                if fo != 0 && (fo < data_start || fo > bytes.len()) {
+                    return Err(IgvmLoadError::Unsupported(format!(
+                        "variable header {index} (type {typ:#x}) points at file offset {fo:#x}, outside the file data {data_start:#x}..{:#x}",
+                        bytes.len()
+                    )));
+                }
+            }
+        }
+        let Some(next) = (len as usize).checked_add(7).map(|l| body + (l & !7)) else {
+            break;
+        };
+        at = next;
+        index += 1;
+    }
+    Ok(())
+}
+
 /// Loads `bytes` (an IGVM file) for `config.platform`.
 pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError> {
+    check_file_offsets(bytes)?;
     let file = IgvmFile::new_from_binary(bytes, None).map_err(IgvmLoadError::Parse)?;
     let wanted = isolation(config.platform);
     let mut supported = Vec::new();
@@ -95,6 +163,7 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
 
     let mut areas: BTreeMap<u32, Area> = BTreeMap::new();
     let mut vmsa_state: Option<VcpuState> = None;
+    let mut native_state: Option<VcpuState> = None;
     // Occupied pages: page number -> index of the import that holds it.
     let mut occupied: BTreeMap<u64, usize> = BTreeMap::new();
     let mut push = |plan: &mut LaunchPlan, imp: PageImport| -> Result<(), IgvmLoadError> {
@@ -367,12 +436,39 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
                 });
             }
             IgvmDirectiveHeader::X64NativeVpContext {
-                compatibility_mask, ..
+                compatibility_mask,
+                vp_index,
+                context,
             } if compatibility_mask & mask != 0 => {
-                return Err(IgvmLoadError::Unsupported(
-                    "native VP contexts are not supported; the vCPUs start at the reset vector"
-                        .into(),
-                ));
+                if config.platform != Platform::None {
+                    return Err(IgvmLoadError::Unsupported(format!(
+                        "a native VP context on {}: KVM starts {} vCPUs in their architectural \
+                         reset state and does not take register state from the VMM",
+                        config.platform, config.platform
+                    )));
+                }
+                if *vp_index != 0 || native_state.is_some() {
+                    return Err(IgvmLoadError::Unsupported(format!(
+                        "native VP context for vCPU {vp_index}: only one, for vCPU 0, is supported"
+                    )));
+                }
+                let high = [
+                    context.r8,
+                    context.r9,
+                    context.r10,
+                    context.r11,
+                    context.r12,
+                    context.r13,
+                    context.r14,
+                    context.r15,
+                ];
+                if high.iter().any(|r| *r != 0) {
+                    return Err(IgvmLoadError::Unsupported(
+                        "native VP context sets r8-r15, which Veil's initial vCPU state does not carry"
+                            .into(),
+                    ));
+                }
+                native_state = Some(native_vcpu(context, config.cpu_signature));
             }
             _ => {}
         }
@@ -383,17 +479,82 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
         Platform::SevSnp => {
             plan.vcpus
                 .push(vmsa_state.unwrap_or_else(|| VcpuState::reset(BSP_RESET_EIP, sig)));
+            let ap_eip = ovmf_ap_reset_eip(&plan).unwrap_or(BSP_RESET_EIP);
             for _ in 1..config.cpus {
-                plan.vcpus.push(VcpuState::reset(BSP_RESET_EIP, sig));
+                plan.vcpus.push(VcpuState::reset(ap_eip, sig));
             }
         }
         Platform::Tdx | Platform::None => {
             plan.vcpus = (0..config.cpus)
                 .map(|_| VcpuState::reset(BSP_RESET_EIP, sig))
                 .collect();
+            if let Some(bsp) = native_state {
+                plan.vcpus[0] = bsp;
+            }
         }
     }
     Ok(plan)
+}
+
+/// The state a native VP context asks for: flat code and data segments, the given control
+/// registers and general registers.
+fn native_vcpu(c: &igvm_defs::IgvmNativeVpContextX64, cpu_signature: u32) -> VcpuState {
+    let mut s = VcpuState::reset(BSP_RESET_EIP, cpu_signature);
+    let data = crate::plan::Segment {
+        selector: c.data_selector,
+        attrib: c.data_attributes,
+        limit: c.data_limit,
+        base: u64::from(c.data_base),
+    };
+    s.cs = crate::plan::Segment {
+        selector: c.code_selector,
+        attrib: c.code_attributes,
+        limit: c.code_limit,
+        base: u64::from(c.code_base),
+    };
+    (s.ds, s.es, s.ss, s.fs) = (data, data, data, data);
+    s.gs = crate::plan::Segment {
+        base: c.gs_base,
+        ..data
+    };
+    s.gdtr.base = c.gdtr_base;
+    s.gdtr.limit = u32::from(c.gdtr_limit);
+    s.idtr.base = c.idtr_base;
+    s.idtr.limit = u32::from(c.idtr_limit);
+    (s.cr0, s.cr3, s.cr4, s.efer) = (c.cr0, c.cr3, c.cr4, c.efer);
+    (s.rax, s.rbx, s.rcx, s.rdx) = (c.rax, c.rbx, c.rcx, c.rdx);
+    (s.rsi, s.rdi, s.rsp, s.rbp) = (c.rsi, c.rdi, c.rsp, c.rbp);
+    (s.rip, s.rflags) = (c.rip, c.rflags);
+    s
+}
+
+/// Bytes of firmware searched for an OVMF footer table, just below 4 GiB.
+const FOOTER_WINDOW: u64 = 64 << 10;
+
+/// The SEV-ES AP reset address from an OVMF footer table in the pages just below 4 GiB, when
+/// the file maps OVMF there (as `veil igvm build` does): the APs of an OVMF guest must start
+/// at its reset block, exactly as when the same OVMF is launched directly.
+fn ovmf_ap_reset_eip(plan: &LaunchPlan) -> Option<u32> {
+    let top = 1u64 << 32;
+    let base = top - FOOTER_WINDOW;
+    let mut window = vec![0u8; FOOTER_WINDOW as usize];
+    let mut page = [0u8; PAGE_SIZE as usize];
+    for imp in &plan.imports {
+        for i in 0..imp.pages() {
+            let gpa = imp.gpa + i * PAGE_SIZE;
+            if gpa < base || gpa >= top {
+                continue;
+            }
+            imp.page_into(i, &mut page);
+            let at = (gpa - base) as usize;
+            window[at..at + PAGE_SIZE as usize].copy_from_slice(&page);
+        }
+    }
+    let entries = footer::parse(&window).ok()??;
+    let entry = entries
+        .iter()
+        .find(|e| e.guid == sev::SEV_ES_RESET_BLOCK_GUID)?;
+    Some(u32::from_le_bytes(entry.data.get(..4)?.try_into().ok()?))
 }
 
 fn area(areas: &mut BTreeMap<u32, Area>, index: u32) -> Result<&mut Area, IgvmLoadError> {

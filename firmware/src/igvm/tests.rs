@@ -4,7 +4,7 @@ use igvm::{
     IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
 };
 use igvm_defs::{IGVM_VHS_SUPPORTED_PLATFORM, IgvmPageDataFlags, IgvmPageDataType};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, FromZeros};
 
 use super::{IgvmLoadError, isolation, load};
 use crate::measure::vmsa;
@@ -168,4 +168,92 @@ fn truncated_and_corrupt_files_are_errors() {
     let mut bad = f.clone();
     bad[60] ^= 0x40; // inside the variable headers: the CRC no longer matches
     assert!(load(&bad, &config(Platform::Tdx)).is_err());
+}
+
+#[test]
+fn snp_id_block_directive_becomes_a_verifiable_pair() {
+    use crate::id_block::{self, IdBlockInput};
+    use igvm_defs::{IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY, IGVM_VHS_SNP_ID_BLOCK_SIGNATURE};
+    let key = |n: u8| {
+        let mut b = [0u8; 48];
+        b[0] = 0x21;
+        b[47] = n;
+        p384::ecdsa::SigningKey::from_slice(&b).expect("valid scalar")
+    };
+    let input = IdBlockInput {
+        measurement: [9; 48],
+        family_id: [1; 16],
+        image_id: [2; 16],
+        version: 1,
+        guest_svn: 4,
+        policy: 0x30000,
+    };
+    let (_, auth) = id_block::build(&input, &key(3), Some(&key(4)));
+    let sig = |at: usize| {
+        let mut s = IGVM_VHS_SNP_ID_BLOCK_SIGNATURE {
+            r_comp: [0; 72],
+            s_comp: [0; 72],
+        };
+        s.r_comp.copy_from_slice(&auth[at..at + 72]);
+        s.s_comp.copy_from_slice(&auth[at + 72..at + 144]);
+        Box::new(s)
+    };
+    let pubkey = |at: usize| {
+        let mut k = IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY {
+            curve: 2,
+            reserved: 0,
+            qx: [0; 72],
+            qy: [0; 72],
+        };
+        k.qx.copy_from_slice(&auth[at + 4..at + 76]);
+        k.qy.copy_from_slice(&auth[at + 76..at + 148]);
+        Box::new(k)
+    };
+    let d = IgvmDirectiveHeader::SnpIdBlock {
+        compatibility_mask: 1,
+        author_key_enabled: 1,
+        reserved: [0; 3],
+        ld: input.measurement,
+        family_id: input.family_id,
+        image_id: input.image_id,
+        version: 1,
+        guest_svn: 4,
+        id_key_algorithm: 1,
+        author_key_algorithm: 1,
+        id_key_signature: sig(0x40),
+        id_public_key: pubkey(0x240),
+        author_key_signature: sig(0x680),
+        author_public_key: pubkey(0x880),
+    };
+    let f = file(Platform::SevSnp, vec![page(0x10_0000, 1), d]);
+    let plan = load(&f, &config(Platform::SevSnp)).unwrap();
+    let pair = plan.id_block.expect("the ID block is in the plan");
+    assert!(pair.author_key_enabled);
+    let v = id_block::verify(&pair.id_block, &pair.id_auth).unwrap();
+    assert_eq!(
+        v.id_key_digest,
+        id_block::key_digest(key(3).verifying_key())
+    );
+}
+
+#[test]
+fn native_vp_context_sets_plain_state_and_is_refused_on_tdx() {
+    let mut ctx = igvm_defs::IgvmNativeVpContextX64::new_zeroed();
+    ctx.rip = 0x10_0000;
+    ctx.cr0 = 0x11;
+    ctx.code_selector = 8;
+    ctx.code_attributes = 0xc9b;
+    ctx.code_limit = 0xffff_ffff;
+    let vp = |mask| IgvmDirectiveHeader::X64NativeVpContext {
+        compatibility_mask: mask,
+        vp_index: 0,
+        context: Box::new(ctx),
+    };
+    let f = file(Platform::None, vec![page(0x10_0000, 1), vp(1)]);
+    let plan = load(&f, &config(Platform::None)).unwrap();
+    assert_eq!(plan.vcpus[0].rip, 0x10_0000);
+    assert_eq!(plan.vcpus[0].cs.selector, 8);
+    // On TDX the igvm crate already refuses a native context when parsing the file.
+    let f = file(Platform::Tdx, vec![page(0x10_0000, 1), vp(1)]);
+    assert!(load(&f, &config(Platform::Tdx)).is_err());
 }

@@ -60,6 +60,18 @@ impl KernelHashes {
         }
     }
 
+    /// Builds the hashes from already computed SHA-256 digests of the kernel and initrd.
+    pub fn from_digests(kernel: [u8; 32], initrd: Option<[u8; 32]>, cmdline: Option<&str>) -> Self {
+        let mut c = Sha256::new();
+        c.update(cmdline.unwrap_or("").as_bytes());
+        c.update([0u8]);
+        KernelHashes {
+            kernel,
+            initrd: initrd.unwrap_or_else(|| Sha256::digest([]).into()),
+            cmdline: c.finalize().into(),
+        }
+    }
+
     /// The padded table bytes.
     pub fn table(&self) -> [u8; PADDED_LEN] {
         let mut t = [0u8; PADDED_LEN];

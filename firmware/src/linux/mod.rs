@@ -226,7 +226,10 @@ pub fn plan_direct_boot(
             let paddr = le64(ph, 24);
             let filesz = le64(ph, 32);
             let memsz = le64(ph, 40);
-            if offset as u64 + filesz > k.len() as u64 || filesz > memsz {
+            let in_file = (offset as u64)
+                .checked_add(filesz)
+                .is_some_and(|end| end <= k.len() as u64);
+            if !in_file || filesz > memsz {
                 return Err(bad(format!("segment {i} data runs past the file")));
             }
             if paddr % PAGE_SIZE != 0 {
@@ -255,11 +258,10 @@ pub fn plan_direct_boot(
             if filesz == 0 {
                 imp.data = PageData::Zero;
             } else if filesz < memsz || filesz % PAGE_SIZE != 0 {
-                // The tail past filesz must read as zero: copy the segment so no file bytes leak.
-                let mut seg = k[offset..offset + filesz as usize].to_vec();
-                seg.resize(memsz as usize, 0);
+                // The tail past filesz must read as zero: give the segment its own blob (bytes
+                // past a blob's end read as zero) so no file bytes leak and nothing is padded.
                 imp.data = PageData::Bytes {
-                    blob: Arc::from(seg),
+                    blob: Arc::from(&k[offset..offset + filesz as usize]),
                     offset: 0,
                 };
             }
@@ -290,4 +292,93 @@ pub fn plan_direct_boot(
         return Ok(());
     }
     Err(LinuxError::UnknownFormat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Platform;
+
+    fn bzimage() -> Vec<u8> {
+        let mut k = vec![0u8; 0x3000];
+        k[0x1f1] = 3; // setup_sects: setup is 4 * 512 bytes
+        k[0x201] = 0x6a;
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        k[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes());
+        k[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+        k[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
+        for (i, b) in k.iter_mut().enumerate().skip(0x800) {
+            *b = i as u8;
+        }
+        k
+    }
+
+    #[test]
+    fn bzimage_plan_places_params_cmdline_kernel_and_initrd() {
+        let mut plan = LaunchPlan::new(Platform::None);
+        let initrd: Arc<[u8]> = Arc::from(vec![7u8; 10000]);
+        plan_direct_boot(
+            &mut plan,
+            Arc::from(bzimage()),
+            Some(initrd),
+            "quiet",
+            256 << 20,
+        )
+        .unwrap();
+        let gpas: Vec<u64> = plan.imports.iter().map(|i| i.gpa).collect();
+        assert_eq!(&gpas[..3], &[BOOT_PARAMS_GPA, CMDLINE_GPA, KERNEL_GPA]);
+        let rd = &plan.imports[3];
+        assert_eq!(rd.gpa % PAGE_SIZE, 0);
+        assert!(rd.gpa + rd.size <= 256 << 20);
+        let params = plan.imports[0].page_slice(0).unwrap();
+        assert_eq!(&params[0x218..0x21c], &(rd.gpa as u32).to_le_bytes());
+        assert_eq!(&params[0x228..0x22c], &(CMDLINE_GPA as u32).to_le_bytes());
+        assert_eq!(plan.entry, Some(KERNEL_GPA + 0x200));
+        // The kernel import starts after the setup sectors.
+        assert_eq!(plan.imports[2].page_slice(0).unwrap()[0], 0x00);
+        assert_eq!(plan.imports[2].page_slice(0).unwrap()[1], 0x01);
+    }
+
+    #[test]
+    fn oversized_command_line_and_tiny_memory_are_errors() {
+        let mut plan = LaunchPlan::new(Platform::None);
+        let long = "x".repeat(3000);
+        let e = plan_direct_boot(&mut plan, Arc::from(bzimage()), None, &long, 256 << 20);
+        assert!(matches!(e, Err(LinuxError::CmdlineTooLong { .. })));
+        let initrd: Arc<[u8]> = Arc::from(vec![1u8; 4 << 20]);
+        let e = plan_direct_boot(&mut plan, Arc::from(bzimage()), Some(initrd), "", 2 << 20);
+        assert!(matches!(e, Err(LinuxError::NoRoom { .. })), "{e:?}");
+        let e = plan_direct_boot(&mut plan, Arc::from(vec![0u8; 100]), None, "", 256 << 20);
+        assert_eq!(e, Err(LinuxError::UnknownFormat));
+    }
+
+    #[test]
+    fn elf_segments_are_loaded_at_their_physical_addresses() {
+        let mut k = vec![0u8; 0x2000];
+        k[..4].copy_from_slice(b"\x7fELF");
+        k[4] = 2;
+        k[5] = 1;
+        k[0x18..0x20].copy_from_slice(&0x10_0400u64.to_le_bytes()); // entry
+        k[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes()); // phoff
+        k[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        k[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 0x40;
+        k[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        k[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes()); // offset
+        k[ph + 24..ph + 32].copy_from_slice(&0x10_0000u64.to_le_bytes()); // paddr
+        k[ph + 32..ph + 40].copy_from_slice(&0x800u64.to_le_bytes()); // filesz
+        k[ph + 40..ph + 48].copy_from_slice(&0x3000u64.to_le_bytes()); // memsz
+        k[0x1000..0x1800].fill(0xab);
+        k[0x1800..].fill(0xcd); // past filesz: must not leak into the guest
+        let mut plan = LaunchPlan::new(Platform::None);
+        plan_direct_boot(&mut plan, Arc::from(k), None, "", 64 << 20).unwrap();
+        let seg = &plan.imports[0];
+        assert_eq!((seg.gpa, seg.size), (0x10_0000, 0x3000));
+        let mut page = [0u8; 4096];
+        seg.page_into(0, &mut page);
+        assert!(page[..0x800].iter().all(|b| *b == 0xab));
+        assert!(page[0x800..].iter().all(|b| *b == 0));
+        assert_eq!(plan.entry, Some(0x10_0400));
+    }
 }

@@ -1,5 +1,6 @@
 //! Offline measurement of a [`LaunchPlan`]: the digest the platform will report, without KVM.
 
+mod pages;
 pub mod plain;
 pub mod snp;
 pub mod tdx;

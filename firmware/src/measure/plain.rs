@@ -2,13 +2,14 @@
 //! reproducible too.
 //!
 //! Encoding, all integers little-endian: `"VEIL-PLAN-V1"`; per page of every import, in plan
-//! order, `"PAGE"`, gpa u64, kind name length u8 and bytes, then the page's 4096 bytes for kinds
-//! that carry data (normal, unmeasured) - so how imports are split does not matter; per vCPU `"VCPU"` and its VMSA-layout register
+//! order, `"PAGE"`, gpa u64, kind name length u8 and bytes, then the SHA-384 of the page's 4096
+//! bytes for kinds that carry data (normal, unmeasured) - so how imports are split does not
+//! matter, and page digests can be computed in parallel; per vCPU `"VCPU"` and its VMSA-layout register
 //! page; per memory range `"RAM"`, gpa u64, size u64; `"ENTRY"` and the entry point when set.
 
 use sha2::{Digest, Sha384};
 
-use super::{MeasureError, Step, Trace, vmsa};
+use super::{MeasureError, Step, Trace, pages, vmsa};
 use crate::plan::{LaunchPlan, PAGE_SIZE, PageKind};
 
 /// Computes the plain plan digest.
@@ -18,23 +19,20 @@ pub fn digest(
 ) -> Result<[u8; 48], MeasureError> {
     let mut h = Sha384::new();
     h.update(b"VEIL-PLAN-V1");
-    let zero = [0u8; PAGE_SIZE as usize];
+    let zero_page = pages::zero_page_hash();
     for imp in &plan.imports {
         let name = imp.kind.name().as_bytes();
-        let data = matches!(imp.kind, PageKind::Normal | PageKind::Unmeasured);
+        let hashes = match imp.kind {
+            PageKind::Normal | PageKind::Unmeasured => pages::page_hashes(imp, &zero_page),
+            _ => Vec::new(),
+        };
         for i in 0..imp.pages() {
             h.update(b"PAGE");
             h.update((imp.gpa + i * PAGE_SIZE).to_le_bytes());
             h.update([name.len() as u8]);
             h.update(name);
-            if data {
-                match imp.page_slice(i) {
-                    Some(s) => {
-                        h.update(s);
-                        h.update(&zero[s.len()..]);
-                    }
-                    None => h.update(zero),
-                }
+            if let Some(d) = hashes.get(i as usize) {
+                h.update(d);
             }
         }
         if let Some(t) = trace.as_deref_mut() {

@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha384};
 
 use super::{MeasureError, Step, Trace};
-use crate::measure::vmsa;
+use crate::measure::{pages, vmsa};
 use crate::plan::{LaunchPlan, PAGE_SIZE, PageKind, SNP_VMSA_GPA};
 
 /// `LAUNCH_UPDATE` page types as the firmware measures them.
@@ -57,24 +57,17 @@ pub fn digest(
     mut trace: Option<&mut Trace<'_>>,
 ) -> Result<[u8; 48], MeasureError> {
     let mut ld = SnpDigest::default();
-    let zero_page_hash = sha384(&[0u8; PAGE_SIZE as usize]);
-    let mut buf = [0u8; PAGE_SIZE as usize];
+    let zero_page = pages::zero_page_hash();
     for imp in &plan.imports {
+        let hashes = match imp.kind {
+            PageKind::Normal => pages::page_hashes(imp, &zero_page),
+            _ => Vec::new(),
+        };
         for i in 0..imp.pages() {
             let gpa = imp.gpa + i * PAGE_SIZE;
             let zero = [0u8; 48];
             let (ty, contents) = match imp.kind {
-                PageKind::Normal => {
-                    let h = match imp.page_slice(i) {
-                        None => zero_page_hash,
-                        Some(s) if s.len() == PAGE_SIZE as usize => sha384(s),
-                        Some(_) => {
-                            imp.page_into(i, &mut buf);
-                            sha384(&buf)
-                        }
-                    };
-                    (NORMAL, h)
-                }
+                PageKind::Normal => (NORMAL, hashes[i as usize]),
                 PageKind::Zero => (ZERO, zero),
                 PageKind::Unmeasured => (UNMEASURED, zero),
                 PageKind::Secrets => (SECRETS, zero),

@@ -75,8 +75,8 @@ fn entry_header(bytes: &[u8], at: usize) -> (u16, Guid) {
     (size, Guid(g))
 }
 
-/// Appends a footer table holding `entries` (in that order, first entry furthest from the end)
-/// to the 32-byte tail convention; used by tests and `veil igvm build` never needs it.
+/// Encodes a footer table holding `entries` (the first ends up furthest from the end); place
+/// the result so that it ends 32 bytes before the end of the image. For building test images.
 pub fn encode(entries: &[FooterEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {

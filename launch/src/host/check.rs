@@ -4,8 +4,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::Platform;
 use super::kvm::VmType;
-use super::platform::Platform;
 use super::{Feature, HostCapabilities};
 
 /// One thing a platform needs that this host lacks.

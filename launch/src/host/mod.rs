@@ -10,15 +10,15 @@ mod check;
 mod cpu;
 mod devices;
 mod kvm;
-mod platform;
 mod sysfs;
 
 pub use check::{Missing, PlatformMissing, check_platform};
 pub use cpu::CpuFacts;
 pub use devices::{DeviceFacts, IoUringFacts};
 pub use kvm::{KvmFacts, VmType, VmTypeFact};
-pub use platform::{Platform, UnknownPlatform};
 pub use sysfs::{SevFacts, TdxFacts};
+/// The platform enum is the launch plan's own, so host checks and plans never disagree on names.
+pub use veil_firmware::plan::Platform;
 
 use serde::Serialize;
 

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use veil_firmware::id_block::{self, IdBlockInput};
 use veil_firmware::measure;
+use veil_firmware::plan::IdBlockPair;
 use veil_firmware::{Payload, Platform, build_plan};
 
 use super::measure::{MeasureArgs, PayloadArgs, vm_config};
@@ -46,10 +48,19 @@ pub struct BuildArgs {
     /// SNP guest policy.
     #[arg(long, default_value = "0x30000")]
     pub policy: String,
+    /// Number of vCPUs the SNP ID block's launch digest is computed for.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Sign an SNP ID block for the SEV-SNP launch digest with this ID key (P-384 PEM).
+    #[arg(long)]
+    pub id_key: Option<PathBuf>,
+    /// Author key (P-384 PEM) that signs the ID key.
+    #[arg(long, requires = "id_key")]
+    pub author_key: Option<PathBuf>,
     /// Output file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
-    /// Also print the digest of each platform (as `veil measure` would print it for 1 vCPU).
+    /// Also print the digest of each platform (as `veil measure` prints it for --cpus).
     #[arg(long)]
     pub print_digests: bool,
 }
@@ -79,7 +90,7 @@ pub fn execute(cmd: IgvmCommand) -> anyhow::Result<i32> {
                 igvm: None,
             },
             platform,
-            cpus: 1,
+            cpus: args.cpus,
             memory: 512 << 20,
             cpu_type: args.cpu_type.clone(),
             cpu_sig: args
@@ -95,8 +106,11 @@ pub fn execute(cmd: IgvmCommand) -> anyhow::Result<i32> {
         };
         let config = vm_config(&margs)?;
         let payload: Payload = margs.payload.payload()?;
-        let plan = build_plan(&payload, &config)
+        let mut plan = build_plan(&payload, &config)
             .with_context(|| format!("building the {platform} plan"))?;
+        if let (Platform::SevSnp, Some(id_key)) = (platform, &args.id_key) {
+            plan.id_block = Some(sign_id_block(&plan, id_key, args.author_key.as_ref())?);
+        }
         if args.print_digests {
             let d = measure::digest(&plan, None)?;
             let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
@@ -108,4 +122,35 @@ pub fn execute(cmd: IgvmCommand) -> anyhow::Result<i32> {
     std::fs::write(&args.output, bytes)
         .with_context(|| format!("writing {}", args.output.display()))?;
     Ok(0)
+}
+
+fn load_key(path: &PathBuf, what: &'static str) -> anyhow::Result<p384::ecdsa::SigningKey> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("{what} key {}", path.display()))?;
+    id_block::signing_key_from_pem(&pem, what)
+        .with_context(|| format!("{what} key {}", path.display()))
+}
+
+/// An ID block for the plan's own launch digest and policy.
+fn sign_id_block(
+    plan: &veil_firmware::LaunchPlan,
+    id_key: &PathBuf,
+    author_key: Option<&PathBuf>,
+) -> anyhow::Result<IdBlockPair> {
+    let input = IdBlockInput {
+        measurement: measure::digest(plan, None)?,
+        family_id: [0; 16],
+        image_id: [0; 16],
+        version: 1,
+        guest_svn: 0,
+        policy: plan.policy.unwrap_or(0x30000),
+    };
+    let id = load_key(id_key, "ID")?;
+    let author = author_key.map(|p| load_key(p, "author")).transpose()?;
+    let (block, auth) = id_block::build(&input, &id, author.as_ref());
+    Ok(IdBlockPair {
+        id_block: block.to_vec(),
+        id_auth: auth.to_vec(),
+        author_key_enabled: author.is_some(),
+    })
 }

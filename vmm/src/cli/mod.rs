@@ -9,6 +9,7 @@
 //! to the debug-exit port.
 
 pub mod attest;
+pub mod confidential;
 pub mod host_check;
 pub mod id_block;
 pub mod igvm;

@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// Log level on stderr.
     #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
+    /// Confidential launch: --platform, --dry-run, --firmware, --igvm, --policy, --host-data...
+    #[command(flatten)]
+    pub confidential: super::confidential::ConfidentialArgs,
 }
 
 /// `--boot` values.
@@ -182,6 +185,21 @@ pub fn execute(mut args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         LogLevel::Trace => log::LevelFilter::Trace,
     });
     let virtio = devices(&mut args);
+    if args.confidential.wanted() {
+        if !virtio.is_empty() {
+            return Ok(super::usage_error(
+                &"virtio devices (--disk, --net, --vsock, --rng, --console) are not available for confidential guests yet",
+            ));
+        }
+        let common = super::confidential::Common {
+            kernel: args.kernel,
+            initramfs: args.initramfs,
+            cmdline: Some(args.cmdline),
+            cpus: args.cpus,
+            memory: args.memory.0,
+        };
+        return super::confidential::execute(common, &args.confidential);
+    }
     let kernel = match args.kernel {
         Some(path) => Kernel::File(path),
         None => Kernel::probe(),

@@ -1,0 +1,6 @@
+//! IGVM loading, planning and measurement on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    veil_firmware::fuzzing::igvm(data);
+});
