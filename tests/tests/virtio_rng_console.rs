@@ -117,3 +117,14 @@ fn devices_mixed_across_transports() {
     assert!(out.stdout.contains("PROBE ok irq-msix\r\n"), "{out:#?}");
     assert!(out.stdout.contains("PROBE ok irq-mmio\r\n"), "{out:#?}");
 }
+
+#[test]
+fn confidential_guests_refuse_virtio_devices_clearly() {
+    let out = veil(&["run", "--dry-run", "--rng"]);
+    out.expect_status(2);
+    assert!(
+        out.stderr.contains("not available for confidential guests"),
+        "{}",
+        out.stderr
+    );
+}
