@@ -135,9 +135,9 @@ fn read_only_disks_refuse_guest_writes_mmio() {
 fn the_configured_id_and_several_queues_reach_the_guest() {
     let dir = temp_dir("blk-id");
     let img = image(&dir, b"multi-queue-disk", 0);
-    for engine in ["sync", "auto"] {
+    for (engine, transport) in [("sync", "pci"), ("auto", "pci"), ("auto", "mmio")] {
         let out = run_blk(
-            "pci",
+            transport,
             &format!(
                 "path={},id=veil-disk-7,num_queues=4,engine={engine}",
                 img.display()
