@@ -47,7 +47,7 @@ impl std::str::FromStr for Platform {
             "sev-snp" | "snp" => Ok(Platform::SevSnp),
             "tdx" => Ok(Platform::Tdx),
             other => Err(format!(
-                "unknown platform {other:?}: expected none, sev-snp or tdx"
+                "unknown platform `{other}`: expected none, sev-snp or tdx"
             )),
         }
     }

@@ -4,7 +4,10 @@
 //! Guest RAM is mapped `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE` (vm-memory's default) and
 //! never touched up front: pages become resident only when the guest or the loader touches them.
 
+use veil_devices::pci::root::ECAM_BUS0_LEN;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::device_manager::ECAM_BASE;
 
 /// Start of the EBDA, which holds the MP table.
 pub const EBDA_START: u64 = 0x9_fc00;
@@ -100,6 +103,8 @@ impl MemoryLayout {
             e(EBDA_START, LEGACY_START, E820Kind::Reserved),
             e(LEGACY_START, HIGH_MEMORY_START, E820Kind::Reserved),
             e(HIGH_MEMORY_START, self.low_ram_end(), E820Kind::Ram),
+            // Linux uses the MCFG's ECAM window only if the firmware map reserves it.
+            e(ECAM_BASE, ECAM_BASE + ECAM_BUS0_LEN, E820Kind::Reserved),
         ];
         if self.high_ram() > 0 {
             v.push(e(
@@ -138,8 +143,9 @@ mod tests {
         let l = MemoryLayout::new(256 << 20);
         assert_eq!(l.ranges(), vec![(GuestAddress(0), 256 << 20)]);
         let map = l.e820();
-        assert_eq!(map.len(), 4);
+        assert_eq!(map.len(), 5);
         assert_eq!(map[3].addr + map[3].size, 256 << 20);
+        assert_eq!((map[4].addr, map[4].kind), (ECAM_BASE, E820Kind::Reserved));
         assert_eq!(usable(&l), (256 << 20) - (HIGH_MEMORY_START - EBDA_START));
     }
 
@@ -153,8 +159,8 @@ mod tests {
         let last = *l.e820().last().unwrap();
         assert_eq!((last.addr, last.size), (4 << 30, 2 << 30));
         assert_eq!(usable(&l), (5 << 30) - (HIGH_MEMORY_START - EBDA_START));
-        // Nothing overlaps the MMIO hole.
-        for e in l.e820() {
+        // No RAM overlaps the MMIO hole.
+        for e in l.e820().into_iter().filter(|e| e.kind == E820Kind::Ram) {
             assert!(e.addr + e.size <= MMIO_HOLE_START || e.addr >= RAM_ABOVE_4G);
         }
     }

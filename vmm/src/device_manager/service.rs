@@ -49,9 +49,20 @@ fn prime_heap_shrink() {
     drop(std::hint::black_box(blocks));
 }
 
+/// Makes every device worker thread add the device-worker filter before it touches guest data
+/// (on top of the VMM filter it inherits from this thread, so it ends up with the narrower
+/// set). The hook is process-wide and set once: the first VM's level applies to later VMs of the
+/// same process too, which is why `--seccomp` is a process setting in practice.
+fn install_worker_filter_hook(level: SeccompLevel) {
+    veil_devices::virtio::worker::set_thread_hook(Arc::new(move |_name: &str| {
+        seccomp::install(Role::DeviceWorker, level).map_err(std::io::Error::other)
+    }));
+}
+
 impl DeviceService {
     /// Starts the thread, filtered with the VMM role at `level`.
     pub(crate) fn start(level: SeccompLevel) -> Result<(Arc<Self>, JoinHandle<()>), ServiceError> {
+        install_worker_filter_hook(level);
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()

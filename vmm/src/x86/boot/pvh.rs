@@ -82,9 +82,10 @@ mod tests {
         let memmap = (u64_at(&b, 40) - START_INFO_ADDR) as usize;
         let n = u32_at(&b, 48) as usize;
         assert_eq!(n, layout.e820().len());
-        let last = memmap + 24 * (n - 1);
-        assert_eq!(u64_at(&b, last) + u64_at(&b, last + 8), 512 << 20);
-        assert_eq!(u32_at(&b, last + 16), 1);
+        // Entry 3 is the RAM above 1 MiB (entry 4 reserves the PCI ECAM window).
+        let ram = memmap + 24 * 3;
+        assert_eq!(u64_at(&b, ram) + u64_at(&b, ram + 8), 512 << 20);
+        assert_eq!(u32_at(&b, ram + 16), 1);
         let modlist = (u64_at(&b, 16) - START_INFO_ADDR) as usize;
         assert_eq!(
             (u64_at(&b, modlist), u64_at(&b, modlist + 8)),
