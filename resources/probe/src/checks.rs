@@ -57,6 +57,7 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "membw" => crate::work::membw(boot, cfg),
         "memlat" => crate::work::memlat(boot, cfg),
         "blk" => crate::virtio::blk::check(cfg),
+        "blkbench" => crate::virtio::blkbench::run(cfg),
         "rng" => crate::virtio::rng::check(cfg),
         "console" => crate::virtio::console::check(cfg),
         "net" => crate::virtio::net::check(cfg),
