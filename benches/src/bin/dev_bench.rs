@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! dev_bench [--rounds N] [--mib M] [--veil PATH] [--qemu PATH] [--only NAME,...]
+//! (root: the net cases create a tap)
 //! ```
 //!
 //! Creates a raw image of `--mib` MiB (default 256) filled with data in a scratch directory (so
@@ -17,7 +18,12 @@
 //!   `cache=writeback,aio=threads`);
 //! - `randread_4k_qd1_direct` / `randread_4k_qd32_direct`: O_DIRECT (Veil `direct=on`, QEMU
 //!   `cache=none,aio=io_uring`);
-//! - `seqwrite_128k_qd8`: page cache, MiB/s.
+//! - `seqwrite_128k_qd8`: page cache, MiB/s;
+//! - `net_tx_1514` / `net_tx_60`: the probe's `netbench` sending broadcast frames through
+//!   virtio-net-pci to a tap (`veilbench0`, created and removed here; QEMU `-netdev tap` without
+//!   vhost); MiB/s and frames/s, and the tap's `rx_packets` must have grown by every frame.
+//!
+//! vsock is not compared: QEMU's virtio-vsock needs vhost-vsock, which this host lacks.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,11 +44,13 @@ struct Case {
     pattern: &'static str,
     ops: u64,
     direct: bool,
+    /// A virtio-net transmit case (`bs` is the frame length, `ops` the frames), not blk.
+    net: bool,
     /// The goal for Veil/QEMU, if issue 3 sets one.
     goal: Option<f64>,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 7] = [
     Case {
         name: "randread_4k_qd1",
         qd: 1,
@@ -50,6 +58,7 @@ const CASES: [Case; 5] = [
         pattern: "randread",
         ops: 4000,
         direct: false,
+        net: false,
         goal: Some(1.0),
     },
     Case {
@@ -59,6 +68,7 @@ const CASES: [Case; 5] = [
         pattern: "randread",
         ops: 40_000,
         direct: false,
+        net: false,
         goal: Some(1.5),
     },
     Case {
@@ -68,6 +78,7 @@ const CASES: [Case; 5] = [
         pattern: "randread",
         ops: 3000,
         direct: true,
+        net: false,
         goal: Some(1.0),
     },
     Case {
@@ -77,6 +88,7 @@ const CASES: [Case; 5] = [
         pattern: "randread",
         ops: 30_000,
         direct: true,
+        net: false,
         goal: Some(1.5),
     },
     Case {
@@ -86,9 +98,32 @@ const CASES: [Case; 5] = [
         pattern: "seqwrite",
         ops: 2048,
         direct: false,
+        net: false,
         goal: None,
     },
+    Case {
+        name: "net_tx_1514",
+        qd: 0,
+        bs: 1514,
+        pattern: "tx",
+        ops: 200_000,
+        direct: false,
+        net: true,
+        goal: Some(1.2),
+    },
+    Case {
+        name: "net_tx_60",
+        qd: 0,
+        bs: 60,
+        pattern: "tx",
+        ops: 200_000,
+        direct: false,
+        net: true,
+        goal: Some(1.2),
+    },
 ];
+/// The tap both VMMs send to (created and removed by the harness).
+const TAP: &str = "veilbench0";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Peer {
@@ -178,7 +213,24 @@ fn run() -> Result<()> {
     let cfg = parse_args()?;
     let scratch = std::env::temp_dir().join(format!("veil-dev-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let result = bench(&cfg, &scratch);
+    let net = CASES.iter().any(|c| {
+        c.net
+            && cfg
+                .only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|n| n == c.name))
+    });
+    if net {
+        ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
+    }
+    let result = if net {
+        ip(&["link", "set", TAP, "up"]).and_then(|()| bench(&cfg, &scratch))
+    } else {
+        bench(&cfg, &scratch)
+    };
+    if net {
+        let _ = ip(&["link", "del", TAP]);
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
@@ -212,6 +264,12 @@ fn make_image(path: &Path, mib: u64) -> Result<()> {
 }
 
 fn cmdline(case: &Case) -> String {
+    if case.net {
+        return format!(
+            "probe.run=netbench probe.net_frames={} probe.net_len={}",
+            case.ops, case.bs
+        );
+    }
     format!(
         "probe.run=blkbench probe.blk_qd={} probe.blk_bs={} probe.blk_pattern={} probe.blk_ops={}",
         case.qd, case.bs, case.pattern, case.ops
@@ -227,10 +285,13 @@ fn command(cfg: &Config, peer: Peer, case: &Case, image: &Path, elf: &Path) -> C
                 image.display(),
                 if case.direct { ",direct=on" } else { "" }
             );
-            c.args(["run", "--memory", MEMORY, "--transport", "pci", "--disk"])
-                .arg(disk)
-                .arg("--cmdline")
-                .arg(cmdline(case));
+            c.args(["run", "--memory", MEMORY, "--transport", "pci"]);
+            if case.net {
+                c.arg("--net").arg(format!("tap={TAP}"));
+            } else {
+                c.arg("--disk").arg(disk);
+            }
+            c.arg("--cmdline").arg(cmdline(case));
             c
         }
         Peer::Qemu => {
@@ -258,13 +319,19 @@ fn command(cfg: &Config, peer: Peer, case: &Case, image: &Path, elf: &Path) -> C
             ])
             .arg(elf)
             .arg("-append")
-            .arg(cmdline(case))
-            .arg("-drive")
-            .arg(format!(
-                "file={},if=none,id=d0,format=raw,{mode}",
-                image.display()
-            ))
-            .args(["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]);
+            .arg(cmdline(case));
+            if case.net {
+                c.arg("-netdev")
+                    .arg(format!("tap,id=n0,ifname={TAP},script=no,downscript=no"))
+                    .args(["-device", "virtio-net-pci,netdev=n0,disable-legacy=on"]);
+            } else {
+                c.arg("-drive")
+                    .arg(format!(
+                        "file={},if=none,id=d0,format=raw,{mode}",
+                        image.display()
+                    ))
+                    .args(["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]);
+            }
             c
         }
     }
@@ -273,8 +340,8 @@ fn command(cfg: &Config, peer: Peer, case: &Case, image: &Path, elf: &Path) -> C
 /// Checks the run passed and turns its figures into a sample.
 fn sample(peer: Peer, case: &Case, m: &Measured, hz: f64) -> Result<Sample> {
     let out = &m.stdout;
-    // QEMU's isa-debug-exit makes status 0 exit with (0 << 1) | 1.
-    let passed = out.contains("PROBE ok blkbench") && out.contains("PROBE PASS");
+    let check = if case.net { "netbench" } else { "blkbench" };
+    let passed = out.contains(&format!("PROBE ok {check}")) && out.contains("PROBE PASS");
     if !passed {
         bail!(
             "{} {}: the probe did not pass ({}):\n{}\n{}",
@@ -285,10 +352,11 @@ fn sample(peer: Peer, case: &Case, m: &Measured, hz: f64) -> Result<Sample> {
             m.stderr.trim_end()
         );
     }
-    let ops = number_after(out, "PROBE info blkbench_ops=")
-        .with_context(|| format!("{} {}: no blkbench_ops", peer.name(), case.name))?;
-    let cycles = number_after(out, "PROBE info blkbench_cycles=")
-        .with_context(|| format!("{} {}: no blkbench_cycles", peer.name(), case.name))?;
+    let ops_key = if case.net { "frames" } else { "ops" };
+    let ops = number_after(out, &format!("PROBE info {check}_{ops_key}="))
+        .with_context(|| format!("{} {}: no {check}_{ops_key}", peer.name(), case.name))?;
+    let cycles = number_after(out, &format!("PROBE info {check}_cycles="))
+        .with_context(|| format!("{} {}: no {check}_cycles", peer.name(), case.name))?;
     if ops <= 0.0 || cycles <= 0.0 {
         bail!("{} {}: no requests timed", peer.name(), case.name);
     }
@@ -334,8 +402,20 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
                 let run_dir = scratch.join(format!("{}-{}-{round}", case.name, peer.name()));
                 std::fs::create_dir_all(&run_dir)
                     .with_context(|| format!("creating {}", run_dir.display()))?;
+                let before = tap_rx_packets()?;
                 let m = run_measured(command(cfg, peer, case, &image, &elf), &run_dir)?;
                 let s = sample(peer, case, &m, hz)?;
+                if case.net {
+                    let got = tap_rx_packets()? - before;
+                    if got < case.ops {
+                        bail!(
+                            "{} {}: the tap received {got} of {} frames",
+                            peer.name(),
+                            case.name,
+                            case.ops
+                        );
+                    }
+                }
                 if round > 0 {
                     got[usize::from(peer == Peer::Qemu)].push(s);
                 }
@@ -345,17 +425,26 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
             median(&got[i].iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
         };
         let per_s = |s: &Sample| s.iops;
-        let (veil, qemu) = if case.pattern == "seqwrite" {
+        let (veil, qemu) = if case.pattern == "seqwrite" || case.net {
             let mib = case.bs as f64 / f64::from(1 << 20);
             (med(0, per_s) * mib, med(1, per_s) * mib)
         } else {
             (med(0, per_s), med(1, per_s))
         };
-        let unit = if case.pattern == "seqwrite" {
+        let unit = if case.pattern == "seqwrite" || case.net {
             "MiB/s"
         } else {
             "IOPS"
         };
+        if case.net {
+            println!(
+                "{:<26} {:>12.0} {:>12.0} {:>6.2}x  frames/s",
+                case.name,
+                med(0, per_s),
+                med(1, per_s),
+                med(0, per_s) / med(1, per_s)
+            );
+        }
         let ratio = veil / qemu;
         let (vcpu, qcpu) = (med(0, |s| s.cpu_us), med(1, |s| s.cpu_us));
         let goal = match case.goal {
@@ -377,8 +466,31 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
         result.join(" "),
         if met { "met" } else { "missed" }
     );
-    println!(
-        "net (virtio-net to a tap peer) and vsock throughput: not measured by this harness yet"
-    );
+    println!("vsock throughput: not measured by this harness yet (QEMU needs vhost-vsock)");
+    Ok(())
+}
+
+/// Frames the tap received from its VMM so far.
+fn tap_rx_packets() -> Result<u64> {
+    let path = format!("/sys/class/net/{TAP}/statistics/rx_packets");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{path} holds {text:?}"))
+}
+
+/// Runs `ip` with `args`, failing with its output.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(())
 }

@@ -61,6 +61,7 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "rng" => crate::virtio::rng::check(cfg),
         "console" => crate::virtio::console::check(cfg),
         "net" => crate::virtio::net::check(cfg),
+        "netbench" => crate::virtio::netbench::run(cfg),
         "vsock" => crate::virtio::vsock::check(cfg),
         "irq" => crate::virtio::irq::check(cfg),
         _ => Err(Why::Text("no such check")),

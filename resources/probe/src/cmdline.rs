@@ -1,12 +1,13 @@
 //! The probe's command line: `probe.run=<checks>`, `probe.loop=<n>`, `probe.buf=<MiB>`, the
 //! virtio options (`probe.blk_write=`, `probe.blk_ro=`, `probe.blk_qd=`, `probe.blk_bs=`,
-//! `probe.blk_pattern=`, `probe.blk_ops=`, `probe.vsock_port=`,
+//! `probe.blk_pattern=`, `probe.blk_ops=`, `probe.net_frames=`, `probe.net_len=`,
+//! `probe.vsock_port=`,
 //! `probe.vsock_listen=`) and the loader's `virtio_mmio.device=` announcements.
 
 /// Checks and workloads the probe knows, in the order it runs them.
-pub const CHECKS: [&str; 14] = [
+pub const CHECKS: [&str; 15] = [
     "boot", "mem", "smp", "ring3", "loop", "membw", "memlat", "blk", "blkbench", "rng", "console",
-    "net", "vsock", "irq",
+    "net", "netbench", "vsock", "irq",
 ];
 /// Most `virtio_mmio.device=` tokens kept.
 pub const MAX_MMIO: usize = 32;
@@ -54,6 +55,10 @@ pub struct Config {
     pub blk_pattern: BlkPattern,
     /// `probe.blk_ops=`: `blkbench` requests to complete.
     pub blk_ops: u64,
+    /// `probe.net_frames=`: frames `netbench` sends.
+    pub net_frames: u64,
+    /// `probe.net_len=`: bytes per `netbench` frame (60..=1514, no FCS).
+    pub net_len: u32,
     /// `probe.vsock_port=`: the host port `vsock` connects to.
     pub vsock_port: Option<u32>,
     /// `probe.vsock_listen=1`: `vsock` accepts one connection on guest port 1234.
@@ -183,6 +188,8 @@ pub fn parse(line: &str) -> Result<Config, Error<'_>> {
         blk_bs: 4096,
         blk_pattern: BlkPattern::RandRead,
         blk_ops: 10_000,
+        net_frames: 100_000,
+        net_len: 1514,
         vsock_port: None,
         vsock_listen: false,
         mmio: [MmioWindow::default(); MAX_MMIO],
@@ -225,6 +232,10 @@ pub fn parse(line: &str) -> Result<Config, Error<'_>> {
             };
         } else if let Some(v) = token.strip_prefix("probe.blk_ops=") {
             cfg.blk_ops = number(v, 1, 1 << 40).ok_or(Error::BadNumber(token))?;
+        } else if let Some(v) = token.strip_prefix("probe.net_frames=") {
+            cfg.net_frames = number(v, 1, 1 << 40).ok_or(Error::BadNumber(token))?;
+        } else if let Some(v) = token.strip_prefix("probe.net_len=") {
+            cfg.net_len = number(v, 60, 1514).ok_or(Error::BadNumber(token))? as u32;
         } else if let Some(v) = token.strip_prefix("probe.vsock_port=") {
             let port = number(v, 0, u64::from(u32::MAX)).ok_or(Error::BadNumber(token))?;
             cfg.vsock_port = Some(port as u32);

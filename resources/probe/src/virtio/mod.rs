@@ -9,6 +9,7 @@ pub mod console;
 pub mod irq;
 pub mod mmio;
 pub mod net;
+pub mod netbench;
 pub mod pci;
 pub mod rng;
 pub mod virtqueue;
