@@ -466,7 +466,7 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
         result.join(" "),
         if met { "met" } else { "missed" }
     );
-    println!("vsock throughput: not measured by this harness yet (QEMU needs vhost-vsock)");
+    println!("vsock: not compared (QEMU needs vhost-vsock); Veil alone: vsock_bench");
     Ok(())
 }
 
