@@ -17,6 +17,8 @@ pub struct Measured {
     pub wall: Duration,
     /// The child's peak resident set (`ru_maxrss` from `wait4`), in KiB.
     pub max_rss_kib: u64,
+    /// The child's CPU time, user plus system (`ru_utime + ru_stime` from `wait4`).
+    pub cpu: Duration,
     /// How it ended.
     pub status: ExitStatus,
     /// What it wrote to stdout.
@@ -68,10 +70,16 @@ pub fn run_measured(mut cmd: Command, scratch: &Path) -> Result<Measured> {
     Ok(Measured {
         wall,
         max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
         status: ExitStatus::from_raw(status),
         stdout: read(&out_path)?,
         stderr: read(&err_path)?,
     })
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
 }
 
 /// This process's anonymous resident memory (`RssAnon` in `/proc/self/status`), KiB: the

@@ -1,11 +1,13 @@
 //! The probe's command line: `probe.run=<checks>`, `probe.loop=<n>`, `probe.buf=<MiB>`, the
-//! virtio options (`probe.blk_write=`, `probe.blk_ro=`, `probe.vsock_port=`,
+//! virtio options (`probe.blk_write=`, `probe.blk_ro=`, `probe.blk_qd=`, `probe.blk_bs=`,
+//! `probe.blk_pattern=`, `probe.blk_ops=`, `probe.net_frames=`, `probe.net_len=`,
+//! `probe.vsock_port=`,
 //! `probe.vsock_listen=`) and the loader's `virtio_mmio.device=` announcements.
 
 /// Checks and workloads the probe knows, in the order it runs them.
-pub const CHECKS: [&str; 13] = [
-    "boot", "mem", "smp", "ring3", "loop", "membw", "memlat", "blk", "rng", "console", "net",
-    "vsock", "irq",
+pub const CHECKS: [&str; 15] = [
+    "boot", "mem", "smp", "ring3", "loop", "membw", "memlat", "blk", "blkbench", "rng", "console",
+    "net", "netbench", "vsock", "irq",
 ];
 /// Most `virtio_mmio.device=` tokens kept.
 pub const MAX_MMIO: usize = 32;
@@ -20,6 +22,15 @@ pub struct MmioWindow {
     /// The interrupt line (an IOAPIC pin).
     pub irq: u32,
 }
+/// The `blkbench` access pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlkPattern {
+    /// Reads at random block-aligned offsets.
+    RandRead,
+    /// Writes block after block, wrapping at the end of the disk.
+    SeqWrite,
+}
+
 /// What runs when the command line has no `probe.run=`.
 pub const DEFAULT_RUN: [&str; 4] = ["boot", "mem", "smp", "ring3"];
 
@@ -36,6 +47,18 @@ pub struct Config {
     pub blk_write: Option<[u8; 16]>,
     /// `probe.blk_ro=1`: `blk` expects its write to sector 1 to fail with IOERR.
     pub blk_ro: bool,
+    /// `probe.blk_qd=`: `blkbench` requests in flight (1..=64).
+    pub blk_qd: u16,
+    /// `probe.blk_bs=`: `blkbench` bytes per request (a multiple of 512, at most 1 MiB).
+    pub blk_bs: u64,
+    /// `probe.blk_pattern=randread|seqwrite`.
+    pub blk_pattern: BlkPattern,
+    /// `probe.blk_ops=`: `blkbench` requests to complete.
+    pub blk_ops: u64,
+    /// `probe.net_frames=`: frames `netbench` sends.
+    pub net_frames: u64,
+    /// `probe.net_len=`: bytes per `netbench` frame (60..=1514, no FCS).
+    pub net_len: u32,
     /// `probe.vsock_port=`: the host port `vsock` connects to.
     pub vsock_port: Option<u32>,
     /// `probe.vsock_listen=1`: `vsock` accepts one connection on guest port 1234.
@@ -161,6 +184,12 @@ pub fn parse(line: &str) -> Result<Config, Error<'_>> {
         buf_bytes: 64 << 20,
         blk_write: None,
         blk_ro: false,
+        blk_qd: 1,
+        blk_bs: 4096,
+        blk_pattern: BlkPattern::RandRead,
+        blk_ops: 10_000,
+        net_frames: 100_000,
+        net_len: 1514,
         vsock_port: None,
         vsock_listen: false,
         mmio: [MmioWindow::default(); MAX_MMIO],
@@ -189,6 +218,24 @@ pub fn parse(line: &str) -> Result<Config, Error<'_>> {
             cfg.blk_write = Some(hex16(v).ok_or(Error::BadValue(token))?);
         } else if let Some(v) = token.strip_prefix("probe.blk_ro=") {
             cfg.blk_ro = flag(v).ok_or(Error::BadValue(token))?;
+        } else if let Some(v) = token.strip_prefix("probe.blk_qd=") {
+            cfg.blk_qd = number(v, 1, 64).ok_or(Error::BadNumber(token))? as u16;
+        } else if let Some(v) = token.strip_prefix("probe.blk_bs=") {
+            cfg.blk_bs = number(v, 512, 1 << 20)
+                .filter(|n| n.is_multiple_of(512))
+                .ok_or(Error::BadNumber(token))?;
+        } else if let Some(v) = token.strip_prefix("probe.blk_pattern=") {
+            cfg.blk_pattern = match v {
+                "randread" => BlkPattern::RandRead,
+                "seqwrite" => BlkPattern::SeqWrite,
+                _ => return Err(Error::BadValue(token)),
+            };
+        } else if let Some(v) = token.strip_prefix("probe.blk_ops=") {
+            cfg.blk_ops = number(v, 1, 1 << 40).ok_or(Error::BadNumber(token))?;
+        } else if let Some(v) = token.strip_prefix("probe.net_frames=") {
+            cfg.net_frames = number(v, 1, 1 << 40).ok_or(Error::BadNumber(token))?;
+        } else if let Some(v) = token.strip_prefix("probe.net_len=") {
+            cfg.net_len = number(v, 60, 1514).ok_or(Error::BadNumber(token))? as u32;
         } else if let Some(v) = token.strip_prefix("probe.vsock_port=") {
             let port = number(v, 0, u64::from(u32::MAX)).ok_or(Error::BadNumber(token))?;
             cfg.vsock_port = Some(port as u32);

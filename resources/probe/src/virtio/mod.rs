@@ -4,10 +4,12 @@
 //! `irq` proves the interrupt paths (MSI-X and IOAPIC) with tiny CPL0 handlers.
 
 pub mod blk;
+pub mod blkbench;
 pub mod console;
 pub mod irq;
 pub mod mmio;
 pub mod net;
+pub mod netbench;
 pub mod pci;
 pub mod rng;
 pub mod virtqueue;
@@ -272,11 +274,16 @@ impl Device {
     /// Sets up queue `index` with up to `virtqueue::MAX_SIZE` entries and MSI-X vector `vector`
     /// (PCI; `NO_VECTOR` for none).
     pub fn queue(&self, index: u16, vector: u16) -> Result<Virtqueue, Why> {
+        self.queue_up_to(index, vector, virtqueue::MAX_SIZE)
+    }
+
+    /// Sets up queue `index` with up to `cap` entries (at most `virtqueue::LIMIT`).
+    pub fn queue_up_to(&self, index: u16, vector: u16, cap: u16) -> Result<Virtqueue, Why> {
         let max = self.t.queue_max(index);
         if max == 0 {
             return Err(Why::At("the device has no queue", index.into()));
         }
-        let mut vq = Virtqueue::new(index, max)?;
+        let mut vq = Virtqueue::new(index, max.min(cap))?;
         self.t.queue_setup(&mut vq, vector)?;
         Ok(vq)
     }

@@ -5,8 +5,12 @@
 use crate::checks::Why;
 use core::sync::atomic::{Ordering, fence};
 
-/// Most entries the probe uses per queue (a free-descriptor bitmap of one u64).
+/// Most entries the checks use per queue ([`super::Device::queue`]).
 pub const MAX_SIZE: u16 = 64;
+/// Most entries a queue can have here: 256 descriptors fill the 4 KiB descriptor page
+/// (`blkbench` keeps up to 64 three-descriptor requests in flight).
+pub const LIMIT: u16 = 256;
+const WORDS: usize = LIMIT as usize / 64;
 const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
@@ -51,26 +55,27 @@ pub struct Virtqueue {
     desc: u64,
     avail: u64,
     used: u64,
-    /// Bit `i` set: descriptor `i` is free.
-    free: u64,
-    /// Per head: the descriptors of its chain.
-    chains: [u64; MAX_SIZE as usize],
+    /// Bit `i % 64` of word `i / 64` set: descriptor `i` is free.
+    free: [u64; WORDS],
+    /// Per descriptor of an offered chain: the next descriptor of the chain.
+    next: [u16; LIMIT as usize],
+    /// Per head: the length of its chain (0: not offered).
+    chain_len: [u16; LIMIT as usize],
     avail_idx: u16,
     last_used: u16,
 }
 
 impl Virtqueue {
     /// A queue for device queue `index` whose maximum size is `max`: the largest power of two
-    /// up to `min(max, MAX_SIZE)`.
+    /// up to `min(max, LIMIT)`.
     pub fn new(index: u16, max: u16) -> Result<Self, Why> {
-        let cap = max.min(MAX_SIZE);
+        let cap = max.clamp(1, LIMIT);
         let size = 1u16 << (15 - cap.leading_zeros());
         let base = super::dma(3 * 4096)?;
-        let free = if size == 64 {
-            u64::MAX
-        } else {
-            (1u64 << size) - 1
-        };
+        let mut free = [0u64; WORDS];
+        for i in 0..usize::from(size) {
+            free[i / 64] |= 1 << (i % 64);
+        }
         Ok(Self {
             index,
             notify_addr: 0,
@@ -79,7 +84,8 @@ impl Virtqueue {
             avail: base + 4096,
             used: base + 8192,
             free,
-            chains: [0; MAX_SIZE as usize],
+            next: [0; LIMIT as usize],
+            chain_len: [0; LIMIT as usize],
             avail_idx: 0,
             last_used: 0,
         })
@@ -97,7 +103,14 @@ impl Virtqueue {
 
     /// Free descriptors.
     pub fn free_count(&self) -> u32 {
-        self.free.count_ones()
+        self.free.iter().map(|w| w.count_ones()).sum()
+    }
+
+    fn take_free(&mut self) -> u16 {
+        let w = self.free.iter().position(|&w| w != 0).unwrap_or(0);
+        let bit = self.free[w].trailing_zeros();
+        self.free[w] &= !(1u64 << bit);
+        (w * 64) as u16 + bit as u16
     }
 
     /// Asks the device to interrupt on completions (`true`) or not.
@@ -115,12 +128,9 @@ impl Virtqueue {
                 bufs.len() as u64,
             ));
         }
-        let mut ids = [0u16; MAX_SIZE as usize];
-        let mut mask = 0u64;
+        let mut ids = [0u16; LIMIT as usize];
         for id in ids.iter_mut().take(bufs.len()) {
-            let i = (self.free & !mask).trailing_zeros() as u16;
-            mask |= 1 << i;
-            *id = i;
+            *id = self.take_free();
         }
         for (n, b) in bufs.iter().enumerate() {
             let last = n + 1 == bufs.len();
@@ -131,6 +141,7 @@ impl Virtqueue {
                 flags |= DESC_F_NEXT;
                 ids[n + 1]
             };
+            self.next[usize::from(ids[n])] = next;
             let d = self.desc + u64::from(ids[n]) * 16;
             // SAFETY: descriptor `ids[n] < size` lies in this queue's descriptor page, which
             // the device only reads once the head is published below.
@@ -141,9 +152,8 @@ impl Virtqueue {
                 ((d + 14) as *mut u16).write_volatile(next);
             }
         }
-        self.free &= !mask;
         let head = ids[0];
-        self.chains[usize::from(head)] = mask;
+        self.chain_len[usize::from(head)] = bufs.len() as u16;
         let slot = self.avail + 4 + u64::from(self.avail_idx % self.size) * 2;
         // SAFETY: the ring slot and index are inside the avail page; the fence orders the
         // descriptor and slot writes before the index the device reads.
@@ -174,15 +184,19 @@ impl Virtqueue {
             )
         };
         self.last_used = self.last_used.wrapping_add(1);
-        let chain = self.chains.get(id as usize).copied().unwrap_or(0);
+        let chain = self.chain_len.get(id as usize).copied().unwrap_or(0);
         if chain == 0 {
             return Err(Why::At(
                 "the device returned a chain never offered:",
                 id.into(),
             ));
         }
-        self.chains[id as usize] = 0;
-        self.free |= chain;
+        self.chain_len[id as usize] = 0;
+        let mut d = id as usize;
+        for _ in 0..chain {
+            self.free[d / 64] |= 1 << (d % 64);
+            d = usize::from(self.next[d]);
+        }
         Ok(Some((id as u16, len)))
     }
 }

@@ -1,0 +1,189 @@
+//! Encrypted-memory overhead (issue 5): the probe's `membw`, `memlat` and `blkbench` workloads
+//! under each platform, `--runs` times, median and spread.
+//!
+//! ```text
+//! cvm_overhead [--runs N] [--veil PATH] [--cvm-arg ARG]...
+//! ```
+//!
+//! `none` (plain KVM) always runs. For `sev-snp` and `tdx` the harness first asks
+//! `veil_launch::host::HostCapabilities::probe().check(platform)`; on a host that lacks the
+//! platform it prints every missing piece instead of the column. On a capable host it runs
+//! `veil run --platform <p>` with the same memory workloads (`--cvm-arg` passes extra arguments
+//! such as `--firmware OVMF.fd` or `--igvm FILE` to those runs) and prints the ratios to `none`.
+//! `blkbench` runs under `none` only: Veil refuses virtio devices for confidential guests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use veil_benches::{median, number_after, run_measured};
+use veil_launch::host::{HostCapabilities, Platform};
+
+/// Guest RAM for every run.
+const MEMORY: &str = "512M";
+/// The memory workloads and their buffer (MiB).
+const MEM_CMDLINE: &str = "probe.run=membw,memlat probe.buf=64";
+/// The block workload (plain KVM only).
+const BLK_CMDLINE: &str = "probe.run=blkbench probe.blk_qd=32 probe.blk_bs=4096 probe.blk_pattern=randread probe.blk_ops=20000";
+
+/// A figure a run reports: `(label, key after "PROBE info ")`.
+const MEM_FIGURES: [(&str, &str); 2] = [
+    ("membw bytes/kcycle", "membw_bytes_per_kcycle="),
+    ("memlat cycles/load", "memlat_cycles_per_load="),
+];
+
+struct Config {
+    runs: usize,
+    veil: PathBuf,
+    cvm_args: Vec<String>,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("cvm_overhead: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_args() -> Result<Config> {
+    let mut cfg = Config {
+        runs: 5,
+        veil: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("veil")))
+            .unwrap_or_else(|| PathBuf::from("veil")),
+        cvm_args: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--runs" => {
+                let v = value()?;
+                cfg.runs = v.parse().with_context(|| format!("--runs {v}"))?;
+                if cfg.runs == 0 {
+                    bail!("--runs must be at least 1");
+                }
+            }
+            "--veil" => cfg.veil = value()?.into(),
+            "--cvm-arg" => cfg.cvm_args.push(value()?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(cfg)
+}
+
+/// Median and spread ((max - min) / median) of `values`.
+fn summary(values: &[f64]) -> (f64, f64) {
+    let med = median(values).unwrap_or(f64::NAN);
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    (med, (max - min) / med)
+}
+
+/// Runs `veil run` with `cmdline` under `platform` `runs` times; returns, per key, the values.
+fn runs(
+    cfg: &Config,
+    platform: Platform,
+    cmdline: &str,
+    keys: &[&str],
+    scratch: &Path,
+) -> Result<Vec<Vec<f64>>> {
+    let mut out = vec![Vec::new(); keys.len()];
+    for i in 0..cfg.runs {
+        let mut cmd = Command::new(&cfg.veil);
+        cmd.args(["run", "--memory", MEMORY, "--platform"])
+            .arg(platform.to_string())
+            .arg("--cmdline")
+            .arg(cmdline);
+        if platform == Platform::None {
+            if cmdline.contains("blkbench") {
+                cmd.arg("--disk")
+                    .arg(format!("path={}", scratch.join("disk.img").display()));
+            }
+        } else {
+            cmd.args(&cfg.cvm_args);
+        }
+        let dir = scratch.join(format!("{platform}-{i}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let m = run_measured(cmd, &dir)?;
+        if !m.status.success() || !m.stdout.contains("PROBE PASS") {
+            bail!(
+                "{platform}: the probe did not pass ({}):\n{}\n{}",
+                m.status,
+                m.stdout.trim_end(),
+                m.stderr.trim_end()
+            );
+        }
+        for (k, v) in keys.iter().zip(out.iter_mut()) {
+            let key = format!("PROBE info {k}");
+            v.push(number_after(&m.stdout, &key).with_context(|| format!("{platform}: no {k}"))?);
+        }
+    }
+    Ok(out)
+}
+
+fn run() -> Result<()> {
+    let cfg = parse_args()?;
+    let scratch = std::env::temp_dir().join(format!("veil-cvm-overhead-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let result = bench(&cfg, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
+    let image = scratch.join("disk.img");
+    std::fs::write(&image, vec![0x5au8; 64 << 20])
+        .with_context(|| format!("writing {}", image.display()))?;
+    let keys: Vec<&str> = MEM_FIGURES.iter().map(|(_, k)| *k).collect();
+    println!(
+        "cvm_overhead: {} runs per platform, median (spread = (max-min)/median)",
+        cfg.runs
+    );
+    let base = runs(cfg, Platform::None, MEM_CMDLINE, &keys, scratch)?;
+    let mut base_medians = Vec::new();
+    for ((label, _), values) in MEM_FIGURES.iter().zip(&base) {
+        let (med, spread) = summary(values);
+        base_medians.push(med);
+        println!(
+            "none     {label:<22} {med:>12.3}  spread {:>5.1}%",
+            spread * 100.0
+        );
+    }
+    let blk = runs(
+        cfg,
+        Platform::None,
+        BLK_CMDLINE,
+        &["blkbench_ops=", "blkbench_cycles="],
+        scratch,
+    )?;
+    let per_op: Vec<f64> = blk[1].iter().zip(&blk[0]).map(|(c, o)| c / o).collect();
+    let (med, spread) = summary(&per_op);
+    println!(
+        "none     {:<22} {med:>12.0}  spread {:>5.1}%",
+        "blkbench qd32 cyc/op",
+        spread * 100.0
+    );
+    let host = HostCapabilities::probe();
+    for platform in [Platform::SevSnp, Platform::Tdx] {
+        let name = platform.to_string();
+        if let Err(missing) = host.check(platform) {
+            println!("{name:<8} column absent: {missing}");
+            continue;
+        }
+        let got = runs(cfg, platform, MEM_CMDLINE, &keys, scratch)?;
+        for (((label, _), values), base) in MEM_FIGURES.iter().zip(&got).zip(&base_medians) {
+            let (med, spread) = summary(values);
+            println!(
+                "{name:<8} {label:<22} {med:>12.3}  spread {:>5.1}%  {:.3}x none",
+                spread * 100.0,
+                med / base
+            );
+        }
+        println!(
+            "{platform:<8} blkbench: not run (Veil refuses virtio devices for confidential guests)"
+        );
+    }
+    Ok(())
+}
