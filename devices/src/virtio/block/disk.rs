@@ -122,69 +122,27 @@ impl Disk {
     }
 
     /// Reads into `iov` (guest memory) from byte `offset`, all of it or an error.
-    pub fn read_at(&self, iov: &mut IoVecs, mut offset: u64) -> io::Result<()> {
-        while iov.total() > 0 {
-            let list = iov.as_slice();
+    pub fn read_at(&self, iov: &mut IoVecs, offset: u64) -> io::Result<()> {
+        let fd = self.file.as_raw_fd();
+        let end = (
+            io::ErrorKind::UnexpectedEof,
+            "disk image ended before the request",
+        );
+        transfer_all(iov, offset, end, |list, at| {
             // SAFETY: the iovecs point into mapped guest memory of the stated lengths; the
             // count is bounded by MAX_IOVECS, below the kernel's IOV_MAX.
-            let n = unsafe {
-                libc::preadv(
-                    self.file.as_raw_fd(),
-                    list.as_ptr(),
-                    list.len() as libc::c_int,
-                    offset as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "disk image ended before the request",
-                ));
-            }
-            // n > 0 was checked above.
-            iov.advance(n as usize);
-            offset += n as u64;
-        }
-        Ok(())
+            unsafe { libc::preadv(fd, list.as_ptr(), list.len() as libc::c_int, at) }
+        })
     }
 
     /// Writes `iov` (guest memory) at byte `offset`, all of it or an error.
-    pub fn write_at(&self, iov: &mut IoVecs, mut offset: u64) -> io::Result<()> {
-        while iov.total() > 0 {
-            let list = iov.as_slice();
+    pub fn write_at(&self, iov: &mut IoVecs, offset: u64) -> io::Result<()> {
+        let fd = self.file.as_raw_fd();
+        let end = (io::ErrorKind::WriteZero, "disk write made no progress");
+        transfer_all(iov, offset, end, |list, at| {
             // SAFETY: as in `read_at`; the kernel only reads the buffers.
-            let n = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    list.as_ptr(),
-                    list.len() as libc::c_int,
-                    offset as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "disk write made no progress",
-                ));
-            }
-            iov.advance(n as usize);
-            offset += n as u64;
-        }
-        Ok(())
+            unsafe { libc::pwritev(fd, list.as_ptr(), list.len() as libc::c_int, at) }
+        })
     }
 
     /// Makes completed writes durable (fdatasync).
@@ -254,4 +212,31 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+/// Runs `op` (a preadv/pwritev at a file offset) until every byte of `iov` has moved, retrying on
+/// EINTR; a call that moves nothing ends the request with the `no_progress` error.
+fn transfer_all(
+    iov: &mut IoVecs,
+    mut offset: u64,
+    no_progress: (io::ErrorKind, &'static str),
+    op: impl Fn(&[libc::iovec], libc::off_t) -> isize,
+) -> io::Result<()> {
+    while iov.total() > 0 {
+        let n = op(iov.as_slice(), offset as libc::off_t);
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(no_progress.0, no_progress.1));
+        }
+        // n > 0 was checked above.
+        iov.advance(n as usize);
+        offset += n as u64;
+    }
+    Ok(())
 }
