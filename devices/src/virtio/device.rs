@@ -93,6 +93,19 @@ pub struct ActivateParams {
     pub features: u64,
 }
 
+/// The enabled queues as exactly `N`, or an error naming the device and how many it got.
+pub fn exact_queues<const N: usize>(
+    device: &'static str,
+    queues: Vec<ActiveQueue>,
+) -> Result<[ActiveQueue; N], ActivateError> {
+    let got = queues.len();
+    queues.try_into().map_err(|_| ActivateError::QueueCount {
+        device,
+        expected: N,
+        got,
+    })
+}
+
 /// A virtio device, independent of its transport.
 pub trait VirtioDevice: Send + std::fmt::Debug {
     /// The virtio device id (see [`super::device_type`]).

@@ -8,6 +8,8 @@ use std::thread::JoinHandle;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use log::error;
+
+use super::device::ActivateError;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 /// Runs first on every device thread, with the thread's name: where the VMM installs the
@@ -54,6 +56,22 @@ impl<S: MutEventSubscriber> MutEventSubscriber for Stoppable<S> {
 pub struct Worker<S: Send + 'static> {
     kill: EventFd,
     handle: Option<JoinHandle<Option<S>>>,
+}
+
+/// Activates a single-worker device: refuses a second activation (`active`), builds the
+/// subscriber with `build`, and starts it on a thread named `device`.
+pub fn start_once<S>(
+    active: bool,
+    device: &'static str,
+    build: impl FnOnce() -> Result<S, ActivateError>,
+) -> Result<Worker<S>, ActivateError>
+where
+    S: MutEventSubscriber + Send + 'static,
+{
+    if active {
+        return Err(ActivateError::AlreadyActive { device });
+    }
+    spawn(device.into(), build()?).map_err(|source| ActivateError::Worker { device, source })
 }
 
 /// Starts a thread named `name` that serves `subscriber` until [`Worker::stop`].

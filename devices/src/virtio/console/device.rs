@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use log::{error, warn};
 
 use crate::virtio::chain::Chain;
-use crate::virtio::device::{ActivateError, ActivateParams, DeviceHealth, VirtioDevice};
+use crate::virtio::device::{
+    ActivateError, ActivateParams, DeviceHealth, VirtioDevice, exact_queues,
+};
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
 use crate::virtio::iov::{IoVecs, read_bytes};
 use crate::virtio::queue::{DeviceQueue, Popped};
@@ -126,15 +128,7 @@ impl ConsoleWorker {
             health,
             features,
         } = params;
-        let got = queues.len();
-        let mut it = queues.into_iter();
-        let (Some(rx), Some(tx), None) = (it.next(), it.next(), it.next()) else {
-            return Err(ActivateError::QueueCount {
-                device: NAME,
-                expected: 2,
-                got,
-            });
-        };
+        let [rx, tx] = exact_queues(NAME, queues)?;
         Ok(Self {
             mem,
             rx: DeviceQueue::new(NAME, rx, features, MAX_SEGMENTS),

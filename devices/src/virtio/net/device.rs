@@ -8,7 +8,9 @@ use super::NetMetrics;
 use super::features as net;
 use super::tap::{Tap, TapError, offload};
 use super::worker::{NAME, NetWorker};
-use crate::virtio::device::{ActivateError, ActivateParams, VirtioDevice, read_config_bytes};
+use crate::virtio::device::{
+    ActivateError, ActivateParams, VirtioDevice, exact_queues, read_config_bytes,
+};
 use crate::virtio::device_type;
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
 use crate::virtio::worker::{self, Worker};
@@ -108,15 +110,7 @@ impl Net {
             health,
             features,
         } = params;
-        let got = queues.len();
-        let mut it = queues.into_iter();
-        let (Some(rx), Some(tx), None) = (it.next(), it.next(), it.next()) else {
-            return Err(ActivateError::QueueCount {
-                device: NAME,
-                expected: 2,
-                got,
-            });
-        };
+        let [rx, tx] = exact_queues(NAME, queues)?;
         let tap = self
             .tap
             .try_clone()
@@ -182,17 +176,10 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActive { device: NAME });
-        }
-        let w = self.worker_for(params)?;
-        self.worker =
-            Some(
-                worker::spawn(NAME.into(), w).map_err(|source| ActivateError::Worker {
-                    device: NAME,
-                    source,
-                })?,
-            );
+        let active = self.worker.is_some();
+        self.worker = Some(worker::start_once(active, NAME, || {
+            self.worker_for(params)
+        })?);
         Ok(())
     }
 

@@ -6,7 +6,9 @@ use log::error;
 
 use super::RngMetrics;
 use crate::virtio::chain::Chain;
-use crate::virtio::device::{ActivateError, ActivateParams, DeviceHealth, VirtioDevice};
+use crate::virtio::device::{
+    ActivateError, ActivateParams, DeviceHealth, VirtioDevice, exact_queues,
+};
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
 use crate::virtio::iov::IoVecs;
 use crate::virtio::queue::DeviceQueue;
@@ -82,19 +84,13 @@ impl RngWorker {
     pub fn new(params: ActivateParams, metrics: Arc<RngMetrics>) -> Result<Self, ActivateError> {
         let ActivateParams {
             mem,
-            mut queues,
+            queues,
             interrupt,
             health,
             features,
         } = params;
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                device: NAME,
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        let queue = DeviceQueue::new(NAME, queues.remove(0), features, MAX_SEGMENTS);
+        let [queue] = exact_queues(NAME, queues)?;
+        let queue = DeviceQueue::new(NAME, queue, features, MAX_SEGMENTS);
         Ok(Self {
             mem,
             queue,
@@ -173,15 +169,11 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActive { device: NAME });
-        }
-        let w = RngWorker::new(params, self.metrics.clone())?;
-        let worker = worker::spawn(NAME.into(), w).map_err(|source| ActivateError::Worker {
-            device: NAME,
-            source,
-        })?;
-        self.worker = Some(worker);
+        let metrics = self.metrics.clone();
+        let active = self.worker.is_some();
+        self.worker = Some(worker::start_once(active, NAME, || {
+            RngWorker::new(params, metrics)
+        })?);
         Ok(())
     }
 

@@ -8,7 +8,9 @@ use log::{info, warn};
 
 use super::mux::{Mux, NAME};
 use super::{VsockMetrics, VsockWorker};
-use crate::virtio::device::{ActivateError, ActivateParams, VirtioDevice, read_config_bytes};
+use crate::virtio::device::{
+    ActivateError, ActivateParams, VirtioDevice, exact_queues, read_config_bytes,
+};
 use crate::virtio::device_type;
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
 use crate::virtio::worker::{self, Worker};
@@ -78,12 +80,7 @@ impl Vsock {
             health,
             features,
         } = params;
-        let got = queues.len();
-        let queues: [_; 3] = queues.try_into().map_err(|_| ActivateError::QueueCount {
-            device: NAME,
-            expected: 3,
-            got,
-        })?;
+        let queues: [_; 3] = exact_queues(NAME, queues)?;
         let listener = self
             .listener
             .try_clone()
@@ -130,17 +127,10 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActive { device: NAME });
-        }
-        let w = self.worker_for(params)?;
-        self.worker =
-            Some(
-                worker::spawn(NAME.into(), w).map_err(|source| ActivateError::Worker {
-                    device: NAME,
-                    source,
-                })?,
-            );
+        let active = self.worker.is_some();
+        self.worker = Some(worker::start_once(active, NAME, || {
+            self.worker_for(params)
+        })?);
         Ok(())
     }
 
