@@ -159,21 +159,21 @@ fn every_device_thread_is_filtered() {
         seen.push(l.clone());
         l.starts_with("PROBE info vsock_listen_port")
     });
-    // (name, Seccomp mode, Seccomp_filters count) of every thread.
+    // (name, Seccomp mode, Seccomp_filters count) of every thread. Devices are activated on
+    // the service thread after the guest's DRIVER_OK write, which the guest does not wait for,
+    // so look again until the vsock worker has run its setup (or 10 s have passed).
     let mut threads = Vec::new();
     if ready {
-        for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
-            let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
-                continue;
-            };
-            let field = |k: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(k))
-                    .map(|v| v.trim().to_string())
-                    .unwrap_or_default()
-            };
-            threads.push((field("Name:"), field("Seccomp:"), field("Seccomp_filters:")));
+        let start = std::time::Instant::now();
+        loop {
+            threads = thread_filters(child.id());
+            let settled = threads
+                .iter()
+                .any(|(n, _, c)| n == "virtio-vsock" && c == "2");
+            if settled || start.elapsed() > std::time::Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
     let _ = child.kill();
@@ -198,4 +198,26 @@ fn every_device_thread_is_filtered() {
             );
         }
     }
+}
+
+/// (name, Seccomp mode, Seccomp_filters count) of every thread of process `pid`.
+fn thread_filters(pid: u32) -> Vec<(String, String, String)> {
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        threads.push((field("Name:"), field("Seccomp:"), field("Seccomp_filters:")));
+    }
+    threads
 }

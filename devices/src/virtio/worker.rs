@@ -74,7 +74,9 @@ where
     spawn(device.into(), build()?).map_err(|source| ActivateError::Worker { device, source })
 }
 
-/// Starts a thread named `name` that serves `subscriber` until [`Worker::stop`].
+/// Starts a thread named `name` that serves `subscriber` until [`Worker::stop`]. Returns once
+/// the thread has run the thread hook (so the worker is filtered before the caller reports the
+/// device active); a failing hook ends the thread and fails the call.
 pub fn spawn<S>(name: String, subscriber: S) -> io::Result<Worker<S>>
 where
     S: MutEventSubscriber + Send + 'static,
@@ -83,14 +85,20 @@ where
     let thread_kill = kill.try_clone()?;
     let mut em: EventManager<Stoppable<S>> =
         EventManager::new().map_err(|e| io::Error::other(format!("event manager: {e}")))?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+    let thread_name = name.clone();
     let handle = std::thread::Builder::new()
-        .name(name.clone())
+        .name(name)
         .spawn(move || {
-            if let Some(hook) = THREAD_HOOK.get() {
-                if let Err(e) = hook(&name) {
-                    error!("{name}: thread setup failed: {e}; the device will not be served");
-                    return None;
-                }
+            let name = thread_name;
+            let setup = match THREAD_HOOK.get() {
+                Some(hook) => hook(&name),
+                None => Ok(()),
+            };
+            let ok = setup.is_ok();
+            let _ = ready_tx.send(setup);
+            if !ok {
+                return None;
             }
             let id = em.add_subscriber(Stoppable {
                 inner: subscriber,
@@ -113,6 +121,16 @@ where
             }
             em.remove_subscriber(id).ok().map(|s| s.inner)
         })?;
+    let setup = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err(io::Error::other("the thread ended before its setup")));
+    if let Err(e) = setup {
+        let _ = handle.join();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("device thread setup (seccomp filter) failed: {e}"),
+        ));
+    }
     Ok(Worker {
         kill,
         handle: Some(handle),
