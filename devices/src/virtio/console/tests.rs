@@ -107,6 +107,25 @@ fn input_waits_for_guest_buffers() {
 }
 
 #[test]
+fn end_of_input_leaves_the_guest_buffers_alone() {
+    let (rd, mut wr) = pipe();
+    let mut r = rig(Some(rd));
+    r.rx.add_chain(0, &[(0x8000, 64, true)]);
+    r.rx.add_chain(1, &[(0x9000, 64, true)]);
+    wr.write_all(b"last").unwrap();
+    drop(wr);
+    r.worker.process_input();
+    // The bytes arrive; the end of input completes no buffer and stops the input.
+    assert_eq!(r.rx.used_idx(), 1);
+    assert_eq!(r.rx.used_elem(0), (0, 4));
+    assert!(r.worker.input_ended);
+    assert_eq!(r.irq.queue_signals(), 1);
+    // Later calls read nothing more and keep the buffer for nobody.
+    assert!(!r.worker.process_input());
+    assert_eq!(r.rx.used_idx(), 1);
+}
+
+#[test]
 fn worker_thread_serves_output_and_input() {
     use crate::virtio::VirtioDevice;
     let (rd, mut wr) = pipe();
