@@ -160,6 +160,8 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         high_ram: layout.high_ram(),
         routes: &routes,
     };
+    let stdin = crate::stdin::Input::claim(config, &devs.serial, devs.serial_room.as_ref())
+        .map_err(DeviceError::from)?;
     let virtio = device_manager::attach(config, &machine, &mut devs.pio, &mut devs.mmio)?;
     let setup = VcpuSetup {
         supported_cpuid: kvm
@@ -184,6 +186,17 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
     });
     // vCPU threads install their seccomp filter and wait until every thread is filtered.
     let mut start = ThreadStart::new(config.seccomp())?;
+    let stdin = match stdin {
+        Some(input) => {
+            let ticket = start.ticket();
+            Some(
+                input
+                    .spawn(move || ticket.enter(Role::Stdin))
+                    .map_err(DeviceError::from)?,
+            )
+        }
+        None => None,
+    };
     let mut threads = Vec::with_capacity(cpus as usize);
     for (id, fd) in (0..cpus).zip(fds) {
         let ctx = ctx.clone();
@@ -228,6 +241,7 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         boot_time: devs.boot_time,
         protocol,
         devices: virtio.threads,
+        stdin,
         _vm: vm,
         _memory: memory,
     })

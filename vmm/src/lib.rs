@@ -25,6 +25,7 @@ mod launch;
 pub mod memory;
 pub mod probe_image;
 pub mod seccomp;
+mod stdin;
 mod vcpu;
 pub mod virtio_config;
 mod vm;

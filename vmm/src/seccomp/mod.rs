@@ -62,11 +62,13 @@ pub enum Role {
     Vcpu,
     /// A virtio device's worker thread: its event loop and backend I/O.
     DeviceWorker,
+    /// The `veil-stdin` thread: host input for COM1 or the virtio-console.
+    Stdin,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 3] = [Role::Vmm, Role::Vcpu, Role::DeviceWorker];
+    pub const ALL: [Role; 4] = [Role::Vmm, Role::Vcpu, Role::DeviceWorker, Role::Stdin];
 
     /// The role's name in messages.
     pub fn name(self) -> &'static str {
@@ -74,14 +76,16 @@ impl Role {
             Role::Vmm => "VMM thread",
             Role::Vcpu => "vCPU thread",
             Role::DeviceWorker => "device worker thread",
+            Role::Stdin => "stdin reader thread",
         }
     }
 
     fn rules(self) -> rules::Rules {
         match self {
-            Role::Vmm => rules::vmm::rules(),
+            Role::Vmm => rules::stdin::with_terminal_restore(rules::vmm::rules()),
             Role::Vcpu => rules::vcpu::rules(),
             Role::DeviceWorker => rules::worker::rules(),
+            Role::Stdin => rules::stdin::rules(),
         }
     }
 
@@ -90,6 +94,7 @@ impl Role {
             Role::Vmm => 0,
             Role::Vcpu => 1,
             Role::DeviceWorker => 2,
+            Role::Stdin => 3,
         }
     }
 }
@@ -125,13 +130,13 @@ pub enum SeccompError {
 #[derive(Debug, Clone)]
 pub struct Filters {
     level: SeccompLevel,
-    programs: [BpfProgram; 3],
+    programs: [BpfProgram; Role::ALL.len()],
 }
 
 impl Filters {
     /// Compiles every role's filter for `level` (nothing to compile for [`SeccompLevel::Off`]).
     pub fn new(level: SeccompLevel) -> Result<Self, SeccompError> {
-        let mut programs: [BpfProgram; 3] = Default::default();
+        let mut programs: [BpfProgram; Role::ALL.len()] = Default::default();
         if level != SeccompLevel::Off {
             for role in Role::ALL {
                 programs[role.index()] = compile(role, level)?;
