@@ -5,9 +5,24 @@
 //! `probe.vsock_listen=`) and the loader's `virtio_mmio.device=` announcements.
 
 /// Checks and workloads the probe knows, in the order it runs them.
-pub const CHECKS: [&str; 15] = [
-    "boot", "mem", "smp", "ring3", "loop", "membw", "memlat", "blk", "blkbench", "rng", "console",
-    "net", "netbench", "vsock", "irq",
+pub const CHECKS: [&str; 17] = [
+    "boot",
+    "mem",
+    "smp",
+    "ring3",
+    "loop",
+    "membw",
+    "memlat",
+    "blk",
+    "blkbench",
+    "rng",
+    "console",
+    "net",
+    "netbench",
+    "vsock",
+    "irq",
+    "serial_in",
+    "console_in",
 ];
 /// Most `virtio_mmio.device=` tokens kept.
 pub const MAX_MMIO: usize = 32;
