@@ -21,18 +21,26 @@ pub(crate) fn rules() -> Rules {
     r
 }
 
-/// `vmm` plus the VMM thread's terminal restore: `tcsetattr(0, TCSANOW, ...)`, which is
-/// `ioctl(0, TCSETS, ...)`, on stdin only.
+/// `vmm` plus the VMM thread's terminal restore, on stdin only: `tcsetattr(0, TCSANOW, ...)`,
+/// which glibc carries out as `ioctl(0, TCSETS)` with `ioctl(0, TCGETS)` around it (it reads
+/// the settings back to check them).
 pub(crate) fn with_terminal_restore(mut vmm: Rules) -> Rules {
-    let tcsets = Ioctl {
-        nr: libc::TCSETS,
-        name: "TCSETS",
-    };
     vmm.name("ioctl");
-    vmm.name(tcsets.name);
-    vmm.add_rule(
-        libc::SYS_ioctl,
-        vec![arg_eq(0, libc::STDIN_FILENO as u64), arg_eq(1, tcsets.nr)],
-    );
+    for req in [
+        Ioctl {
+            nr: libc::TCGETS,
+            name: "TCGETS",
+        },
+        Ioctl {
+            nr: libc::TCSETS,
+            name: "TCSETS",
+        },
+    ] {
+        vmm.name(req.name);
+        vmm.add_rule(
+            libc::SYS_ioctl,
+            vec![arg_eq(0, libc::STDIN_FILENO as u64), arg_eq(1, req.nr)],
+        );
+    }
     vmm
 }
