@@ -15,6 +15,7 @@
 mod reader;
 mod terminal;
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,9 +52,34 @@ pub enum StdinError {
     Thread(#[source] io::Error),
 }
 
-/// The read end of the console's input pipe, between [`Input::claim`] and the console's
-/// creation ([`console_input`]). Stdin belongs to the whole process, and so does this slot.
-static CONSOLE_INPUT: Mutex<Option<OwnedFd>> = Mutex::new(None);
+/// Whether a guest of this process has stdin (one at a time: two readers would split the input
+/// and race on the terminal's settings).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Holds [`TAKEN`] until dropped.
+#[derive(Debug)]
+struct Claim;
+
+impl Claim {
+    fn take() -> Option<Self> {
+        TAKEN
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        TAKEN.store(false, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// The read end of the console's input pipe, between [`Input::claim`] and the console's
+    /// creation ([`console_input`]), both on the thread that runs `launch`.
+    static CONSOLE_INPUT: RefCell<Option<OwnedFd>> = const { RefCell::new(None) };
+}
 
 /// The input the virtio-console with output `out` reads: stdin's pipe for `--console stdio`
 /// (once), nothing otherwise.
@@ -61,10 +87,7 @@ pub(crate) fn console_input(out: &ConsoleOutput) -> Option<OwnedFd> {
     if *out != ConsoleOutput::Stdout {
         return None;
     }
-    CONSOLE_INPUT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
+    CONSOLE_INPUT.with_borrow_mut(Option::take)
 }
 
 /// Which device takes stdin.
@@ -123,6 +146,7 @@ fn first_bytes() -> Option<Vec<u8>> {
 /// Stdin claimed for one device, before its reader runs.
 #[derive(Debug)]
 pub(crate) struct Input {
+    claim: Claim,
     first: Vec<u8>,
     target: TargetSpec,
     wake: Arc<EventFd>,
@@ -139,13 +163,19 @@ impl Input {
     /// Decides who takes stdin under `config` and prepares it: COM1 is `serial`, whose
     /// FIFO-emptied eventfd is `serial_room` (present when its output is stdio); for the
     /// console, the pipe's read end is left for [`console_input`]. `None` when no device takes
-    /// stdin or stdin is closed or at its end.
+    /// stdin, another guest of this process has it, or it is closed or at its end.
     pub(crate) fn claim(
         config: &VmConfig,
         serial: &Arc<Mutex<Serial>>,
         serial_room: Option<&Arc<EventFd>>,
     ) -> Result<Option<Self>, StdinError> {
+        // A launch that failed before creating its console leaves nothing for this one.
+        CONSOLE_INPUT.set(None);
         let Some(taker) = taker(config) else {
+            return Ok(None);
+        };
+        let Some(claim) = Claim::take() else {
+            log::debug!("stdin is another guest's: this one gets no host input");
             return Ok(None);
         };
         let Some(first) = first_bytes() else {
@@ -156,7 +186,7 @@ impl Input {
             (Taker::Serial, None) => return Ok(None),
             (Taker::Console, _) => {
                 let (rd, wr) = pipe()?;
-                *CONSOLE_INPUT.lock().unwrap_or_else(|p| p.into_inner()) = Some(rd);
+                CONSOLE_INPUT.set(Some(rd));
                 let wake =
                     EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|source| {
                         StdinError::Create {
@@ -175,6 +205,7 @@ impl Input {
             }
         };
         Ok(Some(Self {
+            claim,
             first,
             target,
             wake,
@@ -189,7 +220,10 @@ impl Input {
         enter: impl FnOnce() -> bool + Send + 'static,
     ) -> Result<StdinReader, StdinError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let entered = Arc::new(AtomicBool::new(false));
+        let passed = entered.clone();
         let reader = Reader {
+            input: libc::STDIN_FILENO,
             target: match self.target {
                 TargetSpec::Serial(s) => Target::Serial(s),
                 TargetSpec::Pipe(fd) => Target::Pipe(fd),
@@ -203,16 +237,20 @@ impl Input {
             .name(THREAD_NAME.into())
             .stack_size(STACK)
             .spawn(move || {
-                if enter() {
+                let ok = enter();
+                passed.store(true, Ordering::Release);
+                if ok {
                     reader.run();
                 }
             })
             .map_err(StdinError::Thread)?;
         Ok(StdinReader {
             stop,
+            entered,
             wake: self.wake,
             thread: Mutex::new(Some(thread)),
             terminal: Mutex::new(self.terminal),
+            claim: Mutex::new(Some(self.claim)),
         })
     }
 }
@@ -235,9 +273,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), StdinError> {
 #[derive(Debug)]
 pub(crate) struct StdinReader {
     stop: Arc<AtomicBool>,
+    /// Set once the thread is past its start gate (a launch that failed before opening the
+    /// gate leaves it waiting there: it is then not joined, and returns if the gate opens).
+    entered: Arc<AtomicBool>,
     wake: Arc<EventFd>,
     thread: Mutex<Option<JoinHandle<()>>>,
     terminal: Mutex<Option<RawTerminal>>,
+    claim: Mutex<Option<Claim>>,
 }
 
 impl StdinReader {
@@ -248,8 +290,10 @@ impl StdinReader {
         // Only fails when the counter would overflow, and then a wake-up is pending anyway.
         let _ = self.wake.write(1);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            // The reader catches nothing; a panic in it has been reported on stderr already.
-            let _ = t.join();
+            if self.entered.load(Ordering::Acquire) {
+                // The reader catches nothing; a panic in it has been reported on stderr.
+                let _ = t.join();
+            }
         }
         if let Some(mut t) = self
             .terminal
@@ -259,6 +303,7 @@ impl StdinReader {
         {
             t.restore();
         }
+        drop(self.claim.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
 
