@@ -166,24 +166,14 @@ fn console_input_reaches_the_guest_mmio() {
 /// A probe that reports its boot, then spins for minutes (the test kills it).
 const LONG_RUN: &str = "probe.run=boot,loop probe.loop=200000000000";
 
-/// A `veil run` that is killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the long-running probe with `stdin` and returns once it printed `PROBE ok boot`.
-fn start_long(stdin: Stdio) -> Running {
+/// Runs `check` on a `veil run` of the long-running probe with `stdin`, once the probe printed
+/// `PROBE ok boot`; the process is killed afterwards, whether `check` passed or not.
+fn while_running(stdin: Stdio, check: impl FnOnce(u32)) {
     let mut child = veil_cmd(&["--cmdline", LONG_RUN], stdin)
         .stderr(Stdio::null())
         .spawn()
         .expect("veil starts");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let running = Running(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -192,9 +182,17 @@ fn start_long(stdin: Stdio) -> Running {
             }
         }
     });
-    rx.recv_timeout(LIMIT)
-        .expect("the probe boots within the limit");
-    running
+    let pid = child.id();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rx.recv_timeout(LIMIT)
+            .expect("the probe boots within the limit");
+        check(pid);
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// The `/proc` status text of each thread of `pid`.
@@ -218,10 +216,10 @@ fn is_reader(status: &str) -> bool {
 
 #[test]
 fn stdin_at_its_end_starts_no_reader_and_changes_nothing() {
-    let vm = start_long(Stdio::null());
-    let threads = thread_statuses(vm.0.id());
-    assert!(!threads.iter().any(|s| is_reader(s)), "{threads:#?}");
-    drop(vm);
+    while_running(Stdio::null(), |pid| {
+        let threads = thread_statuses(pid);
+        assert!(!threads.iter().any(|s| is_reader(s)), "{threads:#?}");
+    });
     // The console and COM1 work as without input.
     let out = collect(
         veil_cmd(
@@ -241,26 +239,37 @@ fn stdin_at_its_end_starts_no_reader_and_changes_nothing() {
 
 #[test]
 fn the_reader_thread_runs_under_its_filter() {
-    let mut vm = start_long(Stdio::piped());
-    let _stdin = vm.0.stdin.take();
+    // The probe waits for a line on COM1; meanwhile the reader's filter is checked.
+    let mut child = veil_cmd(&["--cmdline", "probe.run=serial_in"], Stdio::piped())
+        .spawn()
+        .expect("veil starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
     // Launch returns only after the reader installed its filter; poll anyway, bounded.
     let start = Instant::now();
     let status = loop {
-        let threads = thread_statuses(vm.0.id());
-        if let Some(s) = threads.into_iter().find(|s| is_reader(s)) {
-            break s;
+        if let Some(s) = thread_statuses(child.id())
+            .into_iter()
+            .find(|s| is_reader(s))
+        {
+            break Some(s);
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no veil-stdin thread"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        if start.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
+    // Let the probe finish either way, so that no guest is left spinning.
+    stdin
+        .write_all(b"filtered\n")
+        .expect("writing veil's stdin");
+    let out = collect(child);
+    let status = status.expect("a veil-stdin thread within 30 s");
     assert_eq!(field(&status, "Seccomp:"), Some("2"), "{status}");
     // Started before the launching thread filtered itself: its own filter only.
     if let Some(count) = field(&status, "Seccomp_filters:") {
         assert_eq!(count, "1", "{status}");
     }
+    assert_echoed(&out, "serial_in", b"filtered");
 }
 
 /// A pseudo-terminal: (master, slave).

@@ -1,7 +1,7 @@
 //! The `console` check: one line on port 0's transmit queue of virtio-console. The
 //! `console_in` check: host input from port 0's receive queue, up to a newline.
 
-use super::virtqueue::Buf;
+use super::virtqueue::{Buf, Virtqueue};
 use super::{Device, Hex, NO_VECTOR, bytes, dma, find_for, kind};
 use crate::checks::Why;
 use crate::cmdline::Config;
@@ -11,16 +11,22 @@ use crate::{info, println};
 /// What the probe writes.
 pub const MESSAGE: &[u8] = b"virtio-console: hello from the probe\n";
 
-/// Runs the `console` check.
-pub fn check(cfg: &Config) -> Result<(), Why> {
-    let t = find_for("console", kind::CONSOLE, cfg)?;
+/// The first console for check `check`, ready, with port 0's polled receiveq (queue 0) and
+/// transmitq (queue 1); no MULTIPORT.
+fn open(check: &str, cfg: &Config) -> Result<(Device, Virtqueue, Virtqueue), Why> {
+    let t = find_for(check, kind::CONSOLE, cfg)?;
     let dev = Device::init(t, 0)?;
-    // Port 0: receiveq 0, transmitq 1 (no MULTIPORT).
     let mut rx = dev.queue(0, NO_VECTOR)?;
     let mut tx = dev.queue(1, NO_VECTOR)?;
     rx.set_interrupts(false);
     tx.set_interrupts(false);
     dev.ready()?;
+    Ok((dev, rx, tx))
+}
+
+/// Runs the `console` check.
+pub fn check(cfg: &Config) -> Result<(), Why> {
+    let (dev, _rx, mut tx) = open("console", cfg)?;
     let buf = dma(4096)?;
     // SAFETY: fresh DMA memory no device has seen yet.
     unsafe { bytes(buf, MESSAGE.len()) }.copy_from_slice(MESSAGE);
@@ -43,13 +49,7 @@ const INPUT_WAIT_MS: u64 = 20_000;
 /// Runs the `console_in` check: posts `RX_BUFS` receive buffers, polls the used ring and
 /// re-posts each buffer it empties, until a newline (excluded) or `INPUT_MAX` bytes.
 pub fn check_input(cfg: &Config) -> Result<(), Why> {
-    let t = find_for("console_in", kind::CONSOLE, cfg)?;
-    let dev = Device::init(t, 0)?;
-    let mut rx = dev.queue(0, NO_VECTOR)?;
-    let mut tx = dev.queue(1, NO_VECTOR)?;
-    rx.set_interrupts(false);
-    tx.set_interrupts(false);
-    dev.ready()?;
+    let (dev, mut rx, _tx) = open("console_in", cfg)?;
     let r = receive(&dev, &mut rx);
     dev.reset();
     let (out, n) = r?;
@@ -62,7 +62,7 @@ pub fn check_input(cfg: &Config) -> Result<(), Why> {
 }
 
 /// Collects the input into fresh DMA memory; returns its address and length.
-fn receive(dev: &Device, rx: &mut super::virtqueue::Virtqueue) -> Result<(u64, usize), Why> {
+fn receive(dev: &Device, rx: &mut Virtqueue) -> Result<(u64, usize), Why> {
     let bufs = dma(RX_BUFS * u64::from(RX_LEN))?;
     let out = dma(INPUT_MAX as u64)?;
     // The buffer of each head (heads are descriptor ids, below the queue size of at most 256).
