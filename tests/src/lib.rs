@@ -161,6 +161,16 @@ pub fn assert_success(out: &std::process::Output) {
 /// Debian's OVMF, the firmware the confidential-launch tests measure.
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
+/// `--platform sev-snp` on [`OVMF`] with the plain EPYC CPU type: the base of many runs.
+pub const SNP_OVMF_EPYC: [&str; 6] = [
+    "--platform",
+    "sev-snp",
+    "--firmware",
+    OVMF,
+    "--cpu-type",
+    "EPYC",
+];
+
 /// Whether [`OVMF`] is installed; prints why the test is skipped when it is not.
 pub fn ovmf_present() -> bool {
     if Path::new(OVMF).is_file() {

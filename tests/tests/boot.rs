@@ -1,6 +1,6 @@
 //! The probe guest boots through both protocols and from both image formats.
 
-use veil_tests::{Output, temp_dir, veil, write_file};
+use veil_tests::{Output, temp_dir, utf8, veil, write_file};
 use veil_vmm::probe_image::{PROBE_BZIMAGE, PROBE_ELF};
 
 fn passed(out: &Output, boot: &str) {
@@ -26,28 +26,26 @@ fn embedded_probe_boots_via_pvh_by_default_and_times_its_boot() {
     assert!(ms > 0.0, "{line}");
 }
 
+/// Runs `veil run` on `image`, written to a fresh file `name`, with `flags`.
+fn boot(name: &str, image: &[u8], flags: &[&str]) -> Output {
+    let dir = temp_dir(name);
+    let k = write_file(&dir, name, image);
+    veil(&[&["run", "--kernel", utf8(&k)][..], flags].concat())
+}
+
 #[test]
 fn elf_boots_via_the_linux_protocol() {
-    let dir = temp_dir("linux-elf");
-    let k = write_file(&dir, "probe.elf", PROBE_ELF);
-    let out = veil(&["run", "--kernel", k.to_str().unwrap(), "--boot", "linux"]);
-    passed(&out, "linux");
+    passed(&boot("probe.elf", PROBE_ELF, &["--boot", "linux"]), "linux");
 }
 
 #[test]
 fn elf_file_boots_via_pvh() {
-    let dir = temp_dir("pvh-elf");
-    let k = write_file(&dir, "probe.elf", PROBE_ELF);
-    let out = veil(&["run", "--kernel", k.to_str().unwrap(), "--boot", "pvh"]);
-    passed(&out, "pvh");
+    passed(&boot("probe.elf", PROBE_ELF, &["--boot", "pvh"]), "pvh");
 }
 
 #[test]
 fn bzimage_boots_via_the_linux_protocol() {
-    let dir = temp_dir("bzimage");
-    let k = write_file(&dir, "probe.bzImage", PROBE_BZIMAGE);
-    let out = veil(&["run", "--kernel", k.to_str().unwrap()]);
-    passed(&out, "linux");
+    passed(&boot("probe.bzImage", PROBE_BZIMAGE, &[]), "linux");
 }
 
 #[test]
@@ -59,9 +57,9 @@ fn initramfs_is_accepted_by_both_protocols() {
         let out = veil(&[
             "run",
             "--kernel",
-            k.to_str().unwrap(),
+            utf8(&k),
             "--initramfs",
-            rd.to_str().unwrap(),
+            utf8(&rd),
             "--boot",
             boot,
         ]);

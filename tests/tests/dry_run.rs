@@ -3,19 +3,9 @@
 //! flags, and (SNP, OVMF) the independent `sev-snp-measure`'s.
 
 use veil_tests::{
-    OVMF, Output, have_tool, ovmf_present, sev_snp_measure, temp_dir, utf8, veil, veil_fails,
-    veil_measure,
+    OVMF, Output, SNP_OVMF_EPYC, have_tool, ovmf_present, sev_snp_measure, temp_dir, utf8, veil,
+    veil_fails, veil_measure,
 };
-
-/// SEV-SNP on Debian's OVMF with the plain EPYC CPU type: the base of most runs here.
-const SNP_EPYC: [&str; 6] = [
-    "--platform",
-    "sev-snp",
-    "--firmware",
-    OVMF,
-    "--cpu-type",
-    "EPYC",
-];
 
 /// SEV-SNP on `firmware` with `cpus` vCPUs of `cpu_type`.
 fn snp<'a>(firmware: &'a str, cpus: &'a str, cpu_type: &'a str) -> [&'a str; 8] {
@@ -174,7 +164,7 @@ fn dry_run_json_lists_the_commands_and_agrees() {
     let out = dry_run(
         &[
             &["--json"][..],
-            &SNP_EPYC,
+            &SNP_OVMF_EPYC,
             &["--policy", "0x30000", "--host-data", &host_data],
         ]
         .concat(),
@@ -206,13 +196,13 @@ fn dry_run_refuses_what_the_platform_would_refuse() {
     }
     // ReflectVC (bit 2) is not a feature KVM offers through KVM_SEV_INIT2.
     dry_run_fails(
-        &[&SNP_EPYC[..], &["--guest-features", "0x5"]].concat(),
+        &[&SNP_OVMF_EPYC[..], &["--guest-features", "0x5"]].concat(),
         1,
         &["KVM_SEV_INIT2", "EINVAL"],
     );
     // A policy without the must-be-one bit 17.
     dry_run_fails(
-        &[&SNP_EPYC[..], &["--policy", "0x10000"]].concat(),
+        &[&SNP_OVMF_EPYC[..], &["--policy", "0x10000"]].concat(),
         1,
         &["SNP_LAUNCH_START"],
     );
@@ -364,7 +354,7 @@ fn platform_specific_flags_are_refused_on_the_other_platform() {
         &["--tdx-attributes"],
     );
     dry_run_fails(
-        &[&SNP_EPYC[..], &["--tdx-xfam", "0x7"]].concat(),
+        &[&SNP_OVMF_EPYC[..], &["--tdx-xfam", "0x7"]].concat(),
         2,
         &["--platform tdx"],
     );

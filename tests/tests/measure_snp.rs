@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use veil_tests::{OVMF, have_tool, ovmf_present, sev_snp_measure, veil_fails, veil_measure};
+use veil_tests::{
+    OVMF, SNP_OVMF_EPYC, have_tool, ovmf_present, sev_snp_measure, veil_fails, veil_measure,
+};
 
 fn ready() -> bool {
     if !have_tool("sev-snp-measure") {
@@ -169,17 +171,7 @@ fn kernel_hashes_on_debian_ovmf_fail_as_in_sev_snp_measure_naming_file_and_secti
     let dir = veil_tests::scratch_dir("snp-no-hashes");
     let (kernel, _) = write_direct_boot_files(&dir);
     veil_fails(
-        &[
-            "measure",
-            "--platform",
-            "sev-snp",
-            "--firmware",
-            OVMF,
-            "--cpu-type",
-            "EPYC",
-            "--kernel",
-            &kernel,
-        ],
+        &[&["measure"][..], &SNP_OVMF_EPYC, &["--kernel", &kernel]].concat(),
         1,
         &[OVMF, "KERNEL_HASHES"],
     );
