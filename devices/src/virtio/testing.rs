@@ -10,7 +10,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::GuestMem;
 use super::chain::{DESC_F_NEXT, DESC_F_WRITE};
-use super::device::ActiveQueue;
+use super::device::{ActivateParams, ActiveQueue, DeviceHealth};
 use super::interrupt::{InterruptError, VirtioInterrupt};
 use super::transport::{QueueConfig, build_queue};
 
@@ -191,6 +191,23 @@ impl CountingInterrupt {
     /// Configuration signals so far.
     pub fn config_signals(&self) -> usize {
         self.config.load(Ordering::SeqCst)
+    }
+
+    /// Activation parameters that interrupt through this counter: `queues` on `mem`, the driver
+    /// accepted `features`, and a fresh health record.
+    pub fn activate_params(
+        self: &Arc<Self>,
+        mem: &GuestMem,
+        queues: Vec<ActiveQueue>,
+        features: u64,
+    ) -> ActivateParams {
+        ActivateParams {
+            mem: mem.clone(),
+            queues,
+            interrupt: self.clone(),
+            health: Arc::new(DeviceHealth::new()),
+            features,
+        }
     }
 }
 
