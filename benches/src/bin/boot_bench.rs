@@ -24,7 +24,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use veil_benches::{
-    Measured, harness_anon_rss_kib, median, number_after, run_measured, tiny_pvh_elf,
+    Measured, harness_anon_rss_kib, in_scratch_dir, median, number_after, run_measured,
+    tiny_pvh_elf,
 };
 
 /// Guest RAM for every peer, MiB (only touched pages count toward RSS).
@@ -217,11 +218,7 @@ struct Samples {
 
 fn run() -> Result<()> {
     let cfg = parse_args()?;
-    let scratch = std::env::temp_dir().join(format!("veil-boot-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let result = bench(&cfg, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    in_scratch_dir("boot-bench", |scratch| bench(&cfg, scratch))
 }
 
 fn bench(cfg: &Config, scratch: &Path) -> Result<()> {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{median, number_after, run_measured};
+use veil_benches::{in_scratch_dir, median, number_after, run_measured};
 use veil_launch::host::{HostCapabilities, Platform};
 
 /// Guest RAM for every run.
@@ -125,11 +125,7 @@ fn runs(
 
 fn run() -> Result<()> {
     let cfg = parse_args()?;
-    let scratch = std::env::temp_dir().join(format!("veil-cvm-overhead-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let result = bench(&cfg, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    in_scratch_dir("cvm-overhead", |scratch| bench(&cfg, scratch))
 }
 
 fn bench(cfg: &Config, scratch: &Path) -> Result<()> {

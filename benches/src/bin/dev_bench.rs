@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{Measured, median, number_after, run_measured};
+use veil_benches::{Measured, in_scratch_dir, median, number_after, run_measured};
 
 /// Guest RAM for both peers.
 const MEMORY: &str = "512M";
@@ -211,8 +211,11 @@ fn parse_args() -> Result<Config> {
 
 fn run() -> Result<()> {
     let cfg = parse_args()?;
-    let scratch = std::env::temp_dir().join(format!("veil-dev-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    in_scratch_dir("dev-bench", |scratch| with_tap(&cfg, scratch))
+}
+
+/// Runs the cases with the tap device the net cases need made for them (and removed after).
+fn with_tap(cfg: &Config, scratch: &Path) -> Result<()> {
     let net = CASES.iter().any(|c| {
         c.net
             && cfg
@@ -224,14 +227,13 @@ fn run() -> Result<()> {
         ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
     }
     let result = if net {
-        ip(&["link", "set", TAP, "up"]).and_then(|()| bench(&cfg, &scratch))
+        ip(&["link", "set", TAP, "up"]).and_then(|()| bench(cfg, scratch))
     } else {
-        bench(&cfg, &scratch)
+        bench(cfg, scratch)
     };
     if net {
         let _ = ip(&["link", "del", TAP]);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
