@@ -24,7 +24,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use veil_benches::{
-    Measured, harness_anon_rss_kib, in_scratch_dir, median, number_after, run_measured,
+    Measured, count_arg, harness_anon_rss_kib, in_scratch_dir, median, number_after, run_measured,
     tiny_pvh_elf,
 };
 
@@ -101,13 +101,7 @@ fn parse_args() -> Result<Config> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "--runs" => {
-                let v = value()?;
-                cfg.runs = v.parse().with_context(|| format!("--runs {v}"))?;
-                if cfg.runs == 0 {
-                    bail!("--runs must be at least 1");
-                }
-            }
+            "--runs" => cfg.runs = count_arg("--runs", &value()?)?,
             "--guest" => {
                 cfg.tiny = match value()?.as_str() {
                     "probe" => false,

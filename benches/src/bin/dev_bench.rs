@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{Measured, in_scratch_dir, median, number_after, run_measured};
+use veil_benches::{Measured, count_arg, in_scratch_dir, median, number_after, run_measured};
 
 /// Guest RAM for both peers.
 const MEMORY: &str = "512M";
@@ -180,13 +180,7 @@ fn parse_args() -> Result<Config> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "--rounds" => {
-                let v = value()?;
-                cfg.rounds = v.parse().with_context(|| format!("--rounds {v}"))?;
-                if cfg.rounds == 0 {
-                    bail!("--rounds must be at least 1");
-                }
-            }
+            "--rounds" => cfg.rounds = count_arg("--rounds", &value()?)?,
             "--mib" => {
                 let v = value()?;
                 cfg.mib = v.parse().with_context(|| format!("--mib {v}"))?;
