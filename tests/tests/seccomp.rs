@@ -144,20 +144,23 @@ fn every_thread_of_a_running_guest_is_filtered() {
     }
 }
 
-#[test]
-fn log_level_filters_every_thread_too() {
-    let vm = start_long_probe(2, &["--seccomp", "log"]);
+/// Runs a 2-vCPU probe with `--seccomp level` and asserts that each of its three threads is in
+/// seccomp `mode` (the `Seccomp:` field of its status: 0 none, 2 filter).
+fn every_thread_in_mode(level: &str, mode: &str) {
+    let vm = start_long_probe(2, &["--seccomp", level]);
     let modes = thread_seccomp_modes(vm.0.id());
     assert_eq!(modes.len(), 3, "{modes:?}");
-    assert!(modes.iter().all(|(_, m)| m == "2"), "{modes:?}");
+    assert!(modes.iter().all(|(_, m)| m == mode), "{modes:?}");
+}
+
+#[test]
+fn log_level_filters_every_thread_too() {
+    every_thread_in_mode("log", "2");
 }
 
 #[test]
 fn off_leaves_every_thread_unfiltered() {
-    let vm = start_long_probe(2, &["--seccomp", "off"]);
-    let modes = thread_seccomp_modes(vm.0.id());
-    assert_eq!(modes.len(), 3, "{modes:?}");
-    assert!(modes.iter().all(|(_, m)| m == "0"), "{modes:?}");
+    every_thread_in_mode("off", "0");
 }
 
 #[test]
