@@ -228,6 +228,14 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// Runs `veil run` on a [`tiny_pvh_kernel`] running `code32`, written into a fresh temporary
+/// directory named after `name`.
+pub fn run_tiny(name: &str, code32: &[u8]) -> Output {
+    let dir = temp_dir(name);
+    let kernel = write_file(&dir, "kernel", &tiny_pvh_kernel(code32));
+    veil(&["run", "--kernel", utf8(&kernel)])
+}
+
 /// Where [`tiny_pvh_kernel`] loads its code.
 pub const TINY_LOAD_ADDR: u64 = 0x10_0000;
 

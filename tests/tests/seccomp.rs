@@ -186,13 +186,7 @@ fn the_probe_passes_under_every_level() {
 fn a_crashing_guest_is_reported_under_the_filters() {
     // The crash path reads the registers (KVM_GET_REGS/SREGS) on the vCPU thread and the main
     // thread prints them: both must be allowed.
-    let dir = veil_tests::temp_dir("seccomp-crash");
-    let kernel = veil_tests::write_file(
-        &dir,
-        "triple",
-        &veil_tests::tiny_pvh_kernel(veil_tests::code::TRIPLE_FAULT),
-    );
-    let out = veil(&["run", "--kernel", kernel.to_str().unwrap()]);
+    let out = veil_tests::run_tiny("seccomp-crash", veil_tests::code::TRIPLE_FAULT);
     out.expect_status(1);
     assert!(out.stderr.contains("triple fault"), "{out:#?}");
     assert!(out.stderr.contains("rip"), "{out:#?}");
@@ -200,10 +194,7 @@ fn a_crashing_guest_is_reported_under_the_filters() {
 
 #[test]
 fn a_bad_level_is_a_usage_error() {
-    let out = veil(&["run", "--seccomp", "strict"]);
-    out.expect_status(2);
-    assert!(out.stderr.contains("--seccomp"), "{out:#?}");
-    assert!(out.stderr.contains("strict"), "{out:#?}");
+    veil_tests::veil_fails(&["run", "--seccomp", "strict"], 2, &["--seccomp", "strict"]);
 }
 
 #[test]
