@@ -228,12 +228,16 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// Runs `veil run --kernel <kernel> <flags>`.
+pub fn run_kernel(kernel: &Path, flags: &[&str]) -> Output {
+    veil(&[&["run", "--kernel", utf8(kernel)][..], flags].concat())
+}
+
 /// Runs `veil run` on a [`tiny_pvh_kernel`] running `code32`, written into a fresh temporary
 /// directory named after `name`.
 pub fn run_tiny(name: &str, code32: &[u8]) -> Output {
     let dir = temp_dir(name);
-    let kernel = write_file(&dir, "kernel", &tiny_pvh_kernel(code32));
-    veil(&["run", "--kernel", utf8(&kernel)])
+    run_kernel(&write_file(&dir, "kernel", &tiny_pvh_kernel(code32)), &[])
 }
 
 /// Where [`tiny_pvh_kernel`] loads its code.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use veil_tests::{Output, bin, run_with_limit, temp_dir, utf8, veil, write_file};
+use veil_tests::{Output, bin, run_kernel, run_with_limit, temp_dir, utf8, veil, write_file};
 use veil_vmm::probe_image::PROBE_ELF;
 
 /// Asserts `out` failed with `status` and that stderr mentions every word in `words`.
@@ -67,15 +67,7 @@ fn initramfs_that_does_not_fit() {
     let dir = temp_dir("bigrd");
     let k = write_file(&dir, "probe.elf", PROBE_ELF);
     let rd = write_file(&dir, "initrd.img", &vec![0u8; 8 << 20]);
-    let out = veil(&[
-        "run",
-        "--kernel",
-        utf8(&k),
-        "--initramfs",
-        utf8(&rd),
-        "--memory",
-        "8M",
-    ]);
+    let out = run_kernel(&k, &["--initramfs", utf8(&rd), "--memory", "8M"]);
     fails_with(&out, 1, &["initramfs", "initrd.img", "do not fit"]);
 }
 

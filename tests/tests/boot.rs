@@ -1,6 +1,6 @@
 //! The probe guest boots through both protocols and from both image formats.
 
-use veil_tests::{Output, temp_dir, utf8, veil, write_file};
+use veil_tests::{Output, run_kernel, temp_dir, utf8, veil, write_file};
 use veil_vmm::probe_image::{PROBE_BZIMAGE, PROBE_ELF};
 
 fn passed(out: &Output, boot: &str) {
@@ -29,8 +29,7 @@ fn embedded_probe_boots_via_pvh_by_default_and_times_its_boot() {
 /// Runs `veil run` on `image`, written to a fresh file `name`, with `flags`.
 fn boot(name: &str, image: &[u8], flags: &[&str]) -> Output {
     let dir = temp_dir(name);
-    let k = write_file(&dir, name, image);
-    veil(&[&["run", "--kernel", utf8(&k)][..], flags].concat())
+    run_kernel(&write_file(&dir, name, image), flags)
 }
 
 #[test]
@@ -54,15 +53,7 @@ fn initramfs_is_accepted_by_both_protocols() {
     let k = write_file(&dir, "probe.elf", PROBE_ELF);
     let rd = write_file(&dir, "initrd", &[0x5a; 10_000]);
     for boot in ["pvh", "linux"] {
-        let out = veil(&[
-            "run",
-            "--kernel",
-            utf8(&k),
-            "--initramfs",
-            utf8(&rd),
-            "--boot",
-            boot,
-        ]);
+        let out = run_kernel(&k, &["--initramfs", utf8(&rd), "--boot", boot]);
         passed(&out, boot);
     }
 }
