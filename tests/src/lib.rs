@@ -1,5 +1,6 @@
 //! Helpers for Veil's integration tests: locate the built binaries, run them as processes with a
-//! time limit, make temporary files, and build tiny test kernels.
+//! time limit (and the common checks on what they print: refusals, digests, the independent
+//! `sev-snp-measure`), make temporary files, and build tiny test kernels.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
