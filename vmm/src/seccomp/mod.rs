@@ -1,4 +1,5 @@
-//! Seccomp filters, one per thread role: the VMM thread, vCPU threads and device worker threads.
+//! Seccomp filters, one per thread role: the VMM thread, vCPU threads, device worker threads
+//! and the stdin reader.
 //!
 //! Each thread installs its role's filter itself, before it touches anything the guest controls
 //! (vCPU threads before their first `KVM_RUN`, the VMM thread before the vCPUs are released,
