@@ -118,6 +118,39 @@ fn serial_input_reaches_the_guest_through_its_interrupt() {
 }
 
 #[test]
+fn serial_input_sent_after_the_guest_waits_interrupts_it() {
+    // Written only once the probe has enabled the receive interrupt: the arrival itself must
+    // raise it.
+    let mut child = veil_cmd(&["--cmdline", "probe.run=serial_in"], Stdio::piped())
+        .spawn()
+        .expect("veil starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("PROBE info serial_in_ready=1") {
+                let _ = tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let ready = rx.recv_timeout(LIMIT);
+    // Written either way, so that the guest ends.
+    stdin
+        .write_all(b"late line\n")
+        .expect("writing veil's stdin");
+    let mut out = collect(child);
+    // `collect` saw no stdout: it was taken above.
+    out.stdout = lines.join().expect("the stdout reader");
+    ready.unwrap_or_else(|_| panic!("no serial_in_ready line; {out:#?}"));
+    assert_echoed(&out, "serial_in", b"late line");
+}
+
+#[test]
 fn serial_input_longer_than_the_fifo_arrives_whole_before_stdin_ends() {
     // 1000 bytes through a 64-byte FIFO, and stdin ends right after them: every byte read
     // before the end still reaches the guest.

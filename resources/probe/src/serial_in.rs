@@ -30,6 +30,8 @@ fn receive(buf: &mut [u8]) -> Result<(usize, u64), Why> {
     }
     // Enabling the interrupt with bytes already waiting raises it at once.
     outb(COM1 + 1, 0x01);
+    // From here on every arrival interrupts (a test may wait for this line before sending).
+    info!("serial_in_ready", "1");
     let mut dl = Deadline::after_ms(WAIT_MS);
     let result = loop {
         let count = IOAPIC_COUNT.load(Ordering::Acquire);
