@@ -1,14 +1,14 @@
 //! From a payload on disk and the VM configuration to a [`LaunchPlan`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::igvm::IgvmLoadError;
 use crate::linux::{self, LinuxError, hashes::KernelHashes};
 use crate::ovmf::tdvf::ATTR_PAGE_AUG;
 use crate::ovmf::{Ovmf, OvmfError, SevSectionType, TdvfSectionType};
 use crate::plan::{
-    LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState, in_guest_memory,
+    Blob, LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, VcpuState,
+    in_guest_memory,
 };
 
 /// Architectural reset vector of the bootstrap processor.
@@ -138,21 +138,12 @@ pub enum PayloadError {
     Config(String),
 }
 
-/// Reads a whole file into a shared buffer (straight into the `Arc`, without a second copy).
-pub fn read_file(path: &Path) -> Result<Arc<[u8]>, PayloadError> {
-    use std::io::Read;
-    let err = |error| PayloadError::Read {
+/// The contents of a whole file, mapped when it can be (see [`Blob::from_file`]).
+pub fn read_file(path: &Path) -> Result<Blob, PayloadError> {
+    Blob::from_file(path).map_err(|error| PayloadError::Read {
         path: path.to_path_buf(),
         error,
-    };
-    let mut f = std::fs::File::open(path).map_err(err)?;
-    let len = f.metadata().map_err(err)?.len();
-    let len = usize::try_from(len).map_err(|_| err(std::io::ErrorKind::FileTooLarge.into()))?;
-    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
-    let dst = Arc::get_mut(&mut buf).expect("a fresh Arc has one owner");
-    // A file that changes length while being read is an error, not a short buffer.
-    f.read_exact(dst).map_err(err)?;
-    Ok(buf)
+    })
 }
 
 /// Builds the launch plan of `payload` for `config`.
@@ -166,7 +157,7 @@ pub fn build_plan(payload: &Payload, config: &VmConfig) -> Result<LaunchPlan, Pa
     let mut plan = match payload {
         Payload::Firmware { path, kernel } => {
             let image = read_file(path)?;
-            let ovmf = Ovmf::parse(image).map_err(|error| PayloadError::Ovmf {
+            let ovmf = Ovmf::parse_blob(image).map_err(|error| PayloadError::Ovmf {
                 path: path.clone(),
                 error,
             })?;
@@ -190,7 +181,7 @@ pub fn build_plan(payload: &Payload, config: &VmConfig) -> Result<LaunchPlan, Pa
             let mut plan = LaunchPlan::new(Platform::None);
             let kernel = read_file(&files.kernel)?;
             let initrd = files.initrd.as_deref().map(read_file).transpose()?;
-            linux::plan_direct_boot(
+            linux::plan_direct_boot_blobs(
                 &mut plan,
                 kernel,
                 initrd,
@@ -301,7 +292,7 @@ pub fn ovmf_plan(
                             (
                                 PageKind::Normal,
                                 PageData::Bytes {
-                                    blob: Arc::from(page),
+                                    blob: Blob::from(page),
                                     offset: 0,
                                 },
                             )
@@ -355,7 +346,7 @@ pub fn ovmf_plan(
                         } else {
                             // Only the raw data; the rest of the section reads as zero.
                             PageData::Bytes {
-                                blob: Arc::from(&img[start..end]),
+                                blob: Blob::from(&img[start..end]),
                                 offset: 0,
                             }
                         }
@@ -407,7 +398,7 @@ fn check_section(
 
 /// Reads the direct-boot files and hashes them as QEMU does for the kernel-hashes table.
 ///
-/// The files are streamed through SHA-256 (they are not kept), kernel and initrd in parallel.
+/// The files are hashed (and not kept), kernel and initrd in parallel.
 pub fn kernel_hashes(k: &KernelFiles) -> Result<KernelHashes, PayloadError> {
     let (kernel, initrd) = std::thread::scope(|s| {
         let initrd = s.spawn(|| k.initrd.as_deref().map(sha256_file).transpose());
@@ -425,26 +416,10 @@ pub fn kernel_hashes(k: &KernelFiles) -> Result<KernelHashes, PayloadError> {
     ))
 }
 
-/// SHA-256 of a file, read in 1 MiB chunks.
+/// SHA-256 of a file (mapped when it can be, so it is not copied).
 fn sha256_file(path: &Path) -> Result<[u8; 32], PayloadError> {
     use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let err = |error| PayloadError::Read {
-        path: path.to_path_buf(),
-        error,
-    };
-    let mut f = std::fs::File::open(path).map_err(err)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(err(e)),
-        }
-    }
-    Ok(h.finalize().into())
+    Ok(Sha256::digest(&*read_file(path)?).into())
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //!
 //! MiB/s counts the payload's bytes over the wall time of the whole process; medians of
 //! several runs. Goals: >= 0.8x the SHA-384 floor, >= 10x sev-snp-measure.
+//!
+//! `measure_bench --write-inputs DIR` only writes the payload files into DIR (for profiling
+//! `veil measure` or sev-snp-measure by hand) and exits.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +65,31 @@ fn image(size: usize, with_hashes: bool) -> Vec<u8> {
     ]);
     img[size - 32 - table.len()..size - 32].copy_from_slice(&table);
     img
+}
+
+/// The payload files, written into one directory.
+struct Inputs {
+    small: PathBuf,
+    large: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+fn write_inputs(dir: &Path) -> anyhow::Result<Inputs> {
+    let write = |name: &str, data: &[u8]| -> anyhow::Result<PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
+        Ok(p)
+    };
+    Ok(Inputs {
+        small: write("OVMF-4M.fd", &image(4 << 20, true))?,
+        large: write("OVMF-64M.fd", &image(64 << 20, false))?,
+        kernel: write("vmlinuz", &vec![0x42u8; 8 << 20])?,
+        initrd: write(
+            "initrd.img",
+            &(0..64u32 << 20).map(|i| (i >> 7) as u8).collect::<Vec<_>>(),
+        )?,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -133,6 +161,16 @@ fn sha384_floor_mibps() -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = args.as_slice()
+        && flag == "--write-inputs"
+    {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_inputs(&dir)?;
+        println!("inputs written to {}", dir.display());
+        return Ok(());
+    }
     let exe = std::env::current_exe()?;
     let veil = exe
         .parent()
@@ -146,18 +184,12 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("veil-measure-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let write = |name: &str, data: &[u8]| -> anyhow::Result<PathBuf> {
-        let p = dir.join(name);
-        std::fs::write(&p, data)?;
-        Ok(p)
-    };
-    let small = write("OVMF-4M.fd", &image(4 << 20, true))?;
-    let large = write("OVMF-64M.fd", &image(64 << 20, false))?;
-    let kernel = write("vmlinuz", &vec![0x42u8; 8 << 20])?;
-    let initrd = write(
-        "initrd.img",
-        &(0..64u32 << 20).map(|i| (i >> 7) as u8).collect::<Vec<_>>(),
-    )?;
+    let Inputs {
+        small,
+        large,
+        kernel,
+        initrd,
+    } = write_inputs(&dir)?;
     let s = |p: &Path| p.display().to_string();
     let have_oracle = Command::new("sev-snp-measure")
         .arg("--version")

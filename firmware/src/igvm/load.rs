@@ -6,7 +6,6 @@
 //! page, whose registers KVM can reproduce exactly (KVM, not the file, writes the VMSA).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader};
 use igvm_defs::{IgvmPageDataType, PAGE_SIZE_4K};
@@ -20,8 +19,8 @@ use crate::measure::vmsa;
 use crate::ovmf::{footer, sev};
 use crate::payload::{BSP_RESET_EIP, VmConfig};
 use crate::plan::{
-    IdBlockPair, LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform, SNP_VMSA_GPA,
-    VcpuState, in_guest_memory,
+    Blob, IdBlockPair, LaunchPlan, PAGE_SIZE, PageData, PageImport, PageKind, Platform,
+    SNP_VMSA_GPA, VcpuState, in_guest_memory,
 };
 
 fn platform_name(t: igvm_defs::IgvmPlatformType) -> String {
@@ -236,7 +235,7 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
                     PageData::Zero
                 } else {
                     PageData::Bytes {
-                        blob: Arc::from(data.as_slice()),
+                        blob: Blob::from(data.as_slice()),
                         offset: 0,
                     }
                 };
@@ -336,7 +335,7 @@ pub fn load(bytes: &[u8], config: &VmConfig) -> Result<LaunchPlan, IgvmLoadError
                         size,
                         kind: PageKind::Unmeasured,
                         data: PageData::Bytes {
-                            blob: Arc::from(a.bytes),
+                            blob: Blob::from(a.bytes),
                             offset: 0,
                         },
                         label: format!("IGVM parameter area {}", ins.parameter_area_index),

@@ -5,7 +5,7 @@ pub mod hashes;
 
 use std::sync::Arc;
 
-use crate::plan::{LaunchPlan, MemoryRange, PAGE_SIZE, PageData, PageImport, PageKind};
+use crate::plan::{Blob, LaunchPlan, MemoryRange, PAGE_SIZE, PageData, PageImport, PageKind};
 
 /// Where the boot parameters ("zero page") go.
 pub const BOOT_PARAMS_GPA: u64 = 0x7000;
@@ -52,7 +52,7 @@ fn round_up(v: u64) -> u64 {
     v.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
-fn import(gpa: u64, blob: Arc<[u8]>, offset: usize, len: usize, label: &str) -> PageImport {
+fn import(gpa: u64, blob: Blob, offset: usize, len: usize, label: &str) -> PageImport {
     PageImport {
         gpa,
         size: round_up(len as u64).max(PAGE_SIZE),
@@ -96,6 +96,23 @@ pub fn plan_direct_boot(
     plan: &mut LaunchPlan,
     kernel: Arc<[u8]>,
     initrd: Option<Arc<[u8]>>,
+    cmdline: &str,
+    memory: u64,
+) -> Result<(), LinuxError> {
+    plan_direct_boot_blobs(
+        plan,
+        Blob::from(kernel),
+        initrd.map(Blob::from),
+        cmdline,
+        memory,
+    )
+}
+
+/// [`plan_direct_boot`] of files already in [`Blob`]s (mapped, say), without a copy.
+pub fn plan_direct_boot_blobs(
+    plan: &mut LaunchPlan,
+    kernel: Blob,
+    initrd: Option<Blob>,
     cmdline: &str,
     memory: u64,
 ) -> Result<(), LinuxError> {
@@ -178,7 +195,7 @@ pub fn plan_direct_boot(
             0,
             import(
                 BOOT_PARAMS_GPA,
-                Arc::from(params),
+                Blob::from(params),
                 0,
                 PAGE_SIZE as usize,
                 "boot params",
@@ -187,7 +204,7 @@ pub fn plan_direct_boot(
         let cmd_len = cmd.len();
         plan.imports.insert(
             1,
-            import(CMDLINE_GPA, Arc::from(cmd), 0, cmd_len, "command line"),
+            import(CMDLINE_GPA, Blob::from(cmd), 0, cmd_len, "command line"),
         );
         plan.imports.insert(
             2,
@@ -261,7 +278,7 @@ pub fn plan_direct_boot(
                 // The tail past filesz must read as zero: give the segment its own blob (bytes
                 // past a blob's end read as zero) so no file bytes leak and nothing is padded.
                 imp.data = PageData::Bytes {
-                    blob: Arc::from(&k[offset..offset + filesz as usize]),
+                    blob: Blob::from(&k[offset..offset + filesz as usize]),
                     offset: 0,
                 };
             }
@@ -270,7 +287,7 @@ pub fn plan_direct_boot(
         let cmd_len = cmd.len();
         plan.imports.push(import(
             CMDLINE_GPA,
-            Arc::from(cmd),
+            Blob::from(cmd),
             0,
             cmd_len,
             "command line",

@@ -8,6 +8,7 @@ pub mod tdvf;
 use std::sync::Arc;
 
 use crate::guid::Guid;
+use crate::plan::Blob;
 pub use sev::{SevSection, SevSectionType};
 pub use tdvf::{TdvfSection, TdvfSectionType};
 
@@ -50,7 +51,7 @@ pub enum OvmfError {
 /// A parsed OVMF image.
 #[derive(Debug, Clone)]
 pub struct Ovmf {
-    image: Arc<[u8]>,
+    image: Blob,
     table: Vec<footer::FooterEntry>,
     sev: Option<Vec<SevSection>>,
     tdvf: Option<Vec<TdvfSection>>,
@@ -60,6 +61,11 @@ impl Ovmf {
     /// Parses `image`; an image without a footer table is accepted (plain guests need none),
     /// and the confidential accessors then say what is missing.
     pub fn parse(image: Arc<[u8]>) -> Result<Self, OvmfError> {
+        Self::parse_blob(Blob::from(image))
+    }
+
+    /// [`Ovmf::parse`] of bytes already in a [`Blob`] (a mapped file, say), without a copy.
+    pub fn parse_blob(image: Blob) -> Result<Self, OvmfError> {
         let len = image.len();
         if len == 0 || len % 4096 != 0 || len > MAX_IMAGE_SIZE {
             return Err(OvmfError::Size(len));
@@ -81,7 +87,7 @@ impl Ovmf {
     }
 
     /// The image bytes.
-    pub fn image(&self) -> &Arc<[u8]> {
+    pub fn image(&self) -> &Blob {
         &self.image
     }
 

@@ -6,7 +6,10 @@
 //! Because both read the same list, the expected measurement and the launch cannot drift apart.
 //! Nothing here depends on KVM.
 
-use std::sync::Arc;
+mod blob;
+mod mapped;
+
+pub use blob::Blob;
 
 /// Size of the pages the plan is made of.
 pub const PAGE_SIZE: u64 = 4096;
@@ -105,7 +108,7 @@ pub enum PageData {
     /// the blob read as zero (a file whose last page is partial).
     Bytes {
         /// The shared buffer (a whole file, say), never copied per page.
-        blob: Arc<[u8]>,
+        blob: Blob,
         /// Where this import's first byte sits in `blob`.
         offset: usize,
     },
