@@ -9,7 +9,9 @@
 //! - `large-image`: a 64 MiB OVMF-format image, every page SHA-384 measured (the worst case).
 //!
 //! MiB/s counts the payload's bytes over the wall time of the whole process; medians of
-//! several runs. Goals: >= 0.8x the SHA-384 floor, >= 10x sev-snp-measure.
+//! several runs (the spread in brackets), with the load average, since the cores are shared.
+//! sev-snp-measure is run as its script, not through a pyenv shim. Goals: >= 0.8x the SHA-384
+//! floor, >= 10x sev-snp-measure.
 //!
 //! `measure_bench --write-inputs DIR` only writes the payload files into DIR (for profiling
 //! `veil measure` or sev-snp-measure by hand) and exits.
@@ -110,7 +112,45 @@ fn children_cpu_s() -> f64 {
 
 struct Timing {
     wall_s: f64,
+    wall_min_s: f64,
+    wall_max_s: f64,
     cpu_s: f64,
+}
+
+impl Timing {
+    /// The median wall time with the spread of the runs.
+    fn wall(&self) -> String {
+        format!(
+            "{:.4} ({:.4}..{:.4})",
+            self.wall_s, self.wall_min_s, self.wall_max_s
+        )
+    }
+}
+
+/// The 1-minute load average (other processes compete for the cores the run uses).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The sev-snp-measure to time: the script itself, not pyenv's shim in front of it (a bash
+/// script running `pyenv exec`, which costs a large part of a run and is not the tool's own
+/// time); `None` when it is not installed.
+fn sev_snp_measure() -> Option<PathBuf> {
+    if let Ok(o) = Command::new("pyenv")
+        .args(["which", "sev-snp-measure"])
+        .output()
+        && o.status.success()
+    {
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let found = Command::new("sev-snp-measure").arg("--version").output();
+    found.is_ok().then(|| PathBuf::from("sev-snp-measure"))
 }
 
 /// Runs `cmd` `runs` times; returns the median wall and CPU times and the last stdout.
@@ -132,7 +172,9 @@ fn time(runs: usize, mut cmd: impl FnMut() -> Command) -> anyhow::Result<(Timing
     }
     Ok((
         Timing {
-            wall_s: median(times),
+            wall_s: median(times.clone()),
+            wall_min_s: times.iter().copied().fold(f64::INFINITY, f64::min),
+            wall_max_s: times.iter().copied().fold(0.0, f64::max),
             cpu_s: median(cpus).max(0.01),
         },
         out,
@@ -191,10 +233,15 @@ fn main() -> anyhow::Result<()> {
         initrd,
     } = write_inputs(&dir)?;
     let s = |p: &Path| p.display().to_string();
-    let have_oracle = Command::new("sev-snp-measure")
-        .arg("--version")
-        .output()
-        .is_ok();
+    let oracle = sev_snp_measure();
+    println!(
+        "load_average_1min={} cores={} sev_snp_measure={}",
+        load_average(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        oracle
+            .as_deref()
+            .map_or("not installed".into(), |p| p.display().to_string())
+    );
 
     let floor = sha384_floor_mibps()?;
     println!("sha384_floor_mibps={floor:.1} (openssl speed -evp sha384, 16 KiB blocks, one core)");
@@ -250,16 +297,16 @@ fn main() -> anyhow::Result<()> {
         let mibps = mib / t_veil.wall_s;
         let cpu_mibps = mib / t_veil.cpu_s;
         println!(
-            "{name}: payload_mib={mib:.0} veil_wall_s={:.4} veil_cpu_s={:.2} measure_mibps={mibps:.1} \
+            "{name}: payload_mib={mib:.0} veil_wall_s={} veil_cpu_s={:.2} measure_mibps={mibps:.1} \
              ratio_vs_sha384_floor={:.2} (per CPU-second: {cpu_mibps:.1} MiB/s, {:.2}x)",
-            t_veil.wall_s,
+            t_veil.wall(),
             t_veil.cpu_s,
             mibps / floor,
             cpu_mibps / floor
         );
-        if have_oracle {
-            let (t_py, d_py) = time(3, || {
-                let mut c = Command::new("sev-snp-measure");
+        if let Some(oracle) = &oracle {
+            let (t_py, d_py) = time(5, || {
+                let mut c = Command::new(oracle);
                 c.args(["--mode", "snp", "--vcpus", "4", "--vcpu-type", "EPYC-Milan"])
                     .args(&oracle_args);
                 c
@@ -268,9 +315,9 @@ fn main() -> anyhow::Result<()> {
                 bail!("{name}: digests differ: veil {d_veil}, sev-snp-measure {d_py}");
             }
             println!(
-                "{name}: sev_snp_measure_wall_s={:.4} sev_snp_measure_mibps={:.1} \
+                "{name}: sev_snp_measure_wall_s={} sev_snp_measure_mibps={:.1} \
                  ratio_vs_sev_snp_measure={:.1} (per CPU-second: {:.1}x; digests agree)",
-                t_py.wall_s,
+                t_py.wall(),
                 mib / t_py.wall_s,
                 t_py.wall_s / t_veil.wall_s,
                 t_py.cpu_s / t_veil.cpu_s
@@ -279,6 +326,7 @@ fn main() -> anyhow::Result<()> {
             println!("{name}: sev-snp-measure not installed; no comparison");
         }
     }
+    println!("load_average_1min={} (after)", load_average());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! SHA-384 of every page of an import, spread over the machine's cores: page digests are
 //! independent of each other, only their chaining is sequential.
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha384};
 
@@ -52,14 +53,26 @@ pub fn zero_page_hash() -> [u8; 48] {
 
 /// Pages a worker claims at a time: small enough that a worker slowed by other processes on
 /// a busy machine holds up little, large enough that claiming costs nothing.
-const CHUNK_PAGES: usize = 64;
+const CHUNK_PAGES: u64 = 64;
 
 /// The SHA-384 of each page of `imp`, in page order.
-///
-/// Workers (the calling thread and one more per extra core) claim chunks of pages in order
-/// until none are left, so a core taken by another process does not leave a fixed share of
-/// the work waiting.
 pub fn page_hashes(imp: &PageImport, zero_page: &[u8; 48]) -> Vec<[u8; 48]> {
+    let mut out = Vec::with_capacity(imp.pages() as usize);
+    for_each_page_hash(imp, zero_page, |_, h| out.push(*h));
+    out
+}
+
+/// Calls `each(index, digest)` for every page of `imp`, in page order, on the calling thread.
+///
+/// Large imports are hashed on every core: helper threads and the calling thread claim chunks
+/// of pages in order, and between chunks the calling thread hands the finished ones, in order,
+/// to `each` (which chains them), so the sequential chaining overlaps the hashing. Claiming in
+/// small chunks also means a core taken by another process holds up little of the work.
+pub fn for_each_page_hash(
+    imp: &PageImport,
+    zero_page: &[u8; 48],
+    mut each: impl FnMut(u64, &[u8; 48]),
+) {
     let pages = imp.pages();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -67,30 +80,108 @@ pub fn page_hashes(imp: &PageImport, zero_page: &[u8; 48]) -> Vec<[u8; 48]> {
         .min(16);
     if pages < PARALLEL_MIN_PAGES || threads < 2 {
         let mut u = Uniform::new();
-        return (0..pages)
-            .map(|i| hash_page(imp, i, zero_page, &mut u))
-            .collect();
-    }
-    let mut out = vec![[0u8; 48]; pages as usize];
-    let chunks = Mutex::new(out.chunks_mut(CHUNK_PAGES).enumerate());
-    let work = || {
-        let mut u = Uniform::new();
-        loop {
-            // A worker that panicked cannot leave the iterator half-advanced: take it anyway.
-            let next = chunks.lock().unwrap_or_else(|e| e.into_inner()).next();
-            let Some((c, slots)) = next else { break };
-            let first = (c * CHUNK_PAGES) as u64;
-            for (k, slot) in slots.iter_mut().enumerate() {
-                *slot = hash_page(imp, first + k as u64, zero_page, &mut u);
-            }
+        for i in 0..pages {
+            each(i, &hash_page(imp, i, zero_page, &mut u));
         }
+        return;
+    }
+    let chunks = pages.div_ceil(CHUNK_PAGES) as usize;
+    let done: Vec<OnceLock<Vec<[u8; 48]>>> = (0..chunks).map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let consumer = std::thread::current();
+    // Hashes the next unclaimed chunk; false when none is left.
+    let claim = |u: &mut Uniform| {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= chunks {
+            return false;
+        }
+        let first = c as u64 * CHUNK_PAGES;
+        let hashes = (first..(first + CHUNK_PAGES).min(pages))
+            .map(|i| hash_page(imp, i, zero_page, u))
+            .collect();
+        done[c].set(hashes).expect("each chunk is claimed once");
+        true
     };
-    let helpers = (threads - 1).min(pages.div_ceil(CHUNK_PAGES as u64) as usize - 1);
+    let helpers = (threads - 1).min(chunks - 1);
     std::thread::scope(|s| {
         for _ in 0..helpers {
-            s.spawn(work);
+            s.spawn(|| {
+                // If hashing panicked, the consumer must not wait for the chunk forever.
+                struct Flag<'a>(&'a AtomicBool, &'a std::thread::Thread);
+                impl Drop for Flag<'_> {
+                    fn drop(&mut self) {
+                        if std::thread::panicking() {
+                            self.0.store(true, Ordering::Release);
+                        }
+                        self.1.unpark();
+                    }
+                }
+                let _flag = Flag(&failed, &consumer);
+                let mut u = Uniform::new();
+                while claim(&mut u) {
+                    consumer.unpark();
+                }
+            });
         }
-        work();
+        let mut u = Uniform::new();
+        let mut chained = 0;
+        while chained < chunks {
+            while let Some(hashes) = done.get(chained).and_then(OnceLock::get) {
+                let first = chained as u64 * CHUNK_PAGES;
+                for (k, h) in hashes.iter().enumerate() {
+                    each(first + k as u64, h);
+                }
+                chained += 1;
+            }
+            if chained < chunks && !claim(&mut u) {
+                // Everything is claimed: wait for the helper holding the next chunk.
+                assert!(
+                    !failed.load(Ordering::Acquire),
+                    "a page-hashing thread panicked"
+                );
+                std::thread::park_timeout(std::time::Duration::from_millis(1));
+            }
+        }
     });
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Blob, PageData, PageKind};
+
+    #[test]
+    fn parallel_page_digests_come_in_order_and_match_one_by_one_hashing() {
+        // 1,000 pages and a partial tail: random pages, erased (0xFF) and zero runs.
+        let mut data: Vec<u8> = (0..1000u64 * 4096 + 100)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        data[100 * 4096..300 * 4096].fill(0xff);
+        data[500 * 4096..520 * 4096].fill(0);
+        let imp = PageImport {
+            gpa: 0,
+            size: 1001 * 4096,
+            kind: PageKind::Normal,
+            data: PageData::Bytes {
+                blob: Blob::from(data.clone()),
+                offset: 0,
+            },
+            label: "test".into(),
+        };
+        let zero = zero_page_hash();
+        let mut seen = Vec::new();
+        for_each_page_hash(&imp, &zero, |i, h| seen.push((i, *h)));
+        assert_eq!(seen.len(), 1001);
+        for (n, (i, h)) in seen.iter().enumerate() {
+            assert_eq!(*i, n as u64);
+            let mut page = [0u8; 4096];
+            imp.page_into(*i, &mut page);
+            assert_eq!(h[..], Sha384::digest(page)[..], "page {i}");
+        }
+        assert_eq!(
+            page_hashes(&imp, &zero),
+            seen.iter().map(|(_, h)| *h).collect::<Vec<_>>()
+        );
+    }
 }

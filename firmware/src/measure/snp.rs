@@ -59,21 +59,7 @@ pub fn digest(
     let mut ld = SnpDigest::default();
     let zero_page = pages::zero_page_hash();
     for imp in &plan.imports {
-        let hashes = match imp.kind {
-            PageKind::Normal => pages::page_hashes(imp, &zero_page),
-            _ => Vec::new(),
-        };
-        for i in 0..imp.pages() {
-            let gpa = imp.gpa + i * PAGE_SIZE;
-            let zero = [0u8; 48];
-            let (ty, contents) = match imp.kind {
-                PageKind::Normal => (NORMAL, hashes[i as usize]),
-                PageKind::Zero => (ZERO, zero),
-                PageKind::Unmeasured => (UNMEASURED, zero),
-                PageKind::Secrets => (SECRETS, zero),
-                PageKind::Cpuid => (CPUID, zero),
-            };
-            ld.update(ty, gpa, &contents);
+        let mut step = |ld: &SnpDigest, gpa: u64| {
             if let Some(t) = trace.as_deref_mut() {
                 t(Step {
                     gpa,
@@ -82,6 +68,25 @@ pub fn digest(
                     digest: &ld.value(),
                 });
             }
+        };
+        let ty = match imp.kind {
+            PageKind::Normal => {
+                pages::for_each_page_hash(imp, &zero_page, |i, contents| {
+                    let gpa = imp.gpa + i * PAGE_SIZE;
+                    ld.update(NORMAL, gpa, contents);
+                    step(&ld, gpa);
+                });
+                continue;
+            }
+            PageKind::Zero => ZERO,
+            PageKind::Unmeasured => UNMEASURED,
+            PageKind::Secrets => SECRETS,
+            PageKind::Cpuid => CPUID,
+        };
+        for i in 0..imp.pages() {
+            let gpa = imp.gpa + i * PAGE_SIZE;
+            ld.update(ty, gpa, &[0u8; 48]);
+            step(&ld, gpa);
         }
     }
     for (index, vcpu) in plan.vcpus.iter().enumerate() {
