@@ -139,11 +139,10 @@ fn load_average() -> String {
 /// script running `pyenv exec`, which costs a large part of a run and is not the tool's own
 /// time); `None` when it is not installed.
 fn sev_snp_measure() -> Option<PathBuf> {
-    if let Ok(o) = Command::new("pyenv")
+    let shim = Command::new("pyenv")
         .args(["which", "sev-snp-measure"])
-        .output()
-        && o.status.success()
-    {
+        .output();
+    if let Some(o) = shim.ok().filter(|o| o.status.success()) {
         let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
         if p.is_file() {
             return Some(p);
@@ -204,10 +203,8 @@ fn sha384_floor_mibps() -> anyhow::Result<f64> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, dir] = args.as_slice()
-        && flag == "--write-inputs"
-    {
-        let dir = PathBuf::from(dir);
+    if args.len() == 2 && args[0] == "--write-inputs" {
+        let dir = PathBuf::from(&args[1]);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_inputs(&dir)?;
         println!("inputs written to {}", dir.display());

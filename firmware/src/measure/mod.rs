@@ -2,6 +2,7 @@
 
 mod pages;
 pub mod plain;
+mod sha384x4;
 pub mod snp;
 pub mod tdx;
 pub mod vmsa;

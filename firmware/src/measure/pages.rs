@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha384};
 
+use super::sha384x4::{self, PAGE};
 use crate::plan::{PAGE_SIZE, PageImport};
 
 /// Imports smaller than this are hashed on the calling thread.
@@ -27,11 +28,16 @@ impl Uniform {
     }
 }
 
+/// Whether every byte of `s` is the same (the check stops at the first difference).
+fn is_uniform(s: &[u8]) -> bool {
+    s.iter().all(|b| *b == s[0])
+}
+
 fn hash_page(imp: &PageImport, i: u64, zero_page: &[u8; 48], uniform: &mut Uniform) -> [u8; 48] {
     match imp.page_slice(i) {
         None => *zero_page,
         Some(s) if s.len() == PAGE_SIZE as usize => {
-            if s.iter().all(|b| *b == s[0]) {
+            if is_uniform(s) {
                 uniform.get(s[0])
             } else {
                 Sha384::digest(s).into()
@@ -44,6 +50,45 @@ fn hash_page(imp: &PageImport, i: u64, zero_page: &[u8; 48], uniform: &mut Unifo
             h.finalize().into()
         }
     }
+}
+
+/// The SHA-384 of pages `first..first + count` of `imp`: whole pages with mixed bytes four at
+/// a time on the vector units when the CPU allows it, the others one by one.
+fn hash_run(
+    imp: &PageImport,
+    first: u64,
+    count: u64,
+    zero_page: &[u8; 48],
+    uniform: &mut Uniform,
+) -> Vec<[u8; 48]> {
+    let mut out = vec![[0u8; 48]; count as usize];
+    let x4 = sha384x4::available();
+    let mut batch: [(usize, &[u8; PAGE]); 4] = [(0, &[0; PAGE]); 4];
+    let mut queued = 0;
+    for k in 0..out.len() {
+        let i = first + k as u64;
+        match imp
+            .page_slice(i)
+            .and_then(|s| <&[u8; PAGE]>::try_from(s).ok())
+        {
+            Some(page) if x4 && !is_uniform(page) => {
+                batch[queued] = (k, page);
+                queued += 1;
+                if queued == 4 {
+                    let d = sha384x4::pages(batch.map(|(_, p)| p)).expect("AVX2 was detected");
+                    for ((at, _), d) in batch.iter().zip(d) {
+                        out[*at] = d;
+                    }
+                    queued = 0;
+                }
+            }
+            _ => out[k] = hash_page(imp, i, zero_page, uniform),
+        }
+    }
+    for (at, page) in &batch[..queued] {
+        out[*at] = Sha384::digest(page).into();
+    }
+    out
 }
 
 /// SHA-384 of the all-zero page.
@@ -80,8 +125,11 @@ pub fn for_each_page_hash(
         .min(16);
     if pages < PARALLEL_MIN_PAGES || threads < 2 {
         let mut u = Uniform::new();
-        for i in 0..pages {
-            each(i, &hash_page(imp, i, zero_page, &mut u));
+        for (i, h) in hash_run(imp, 0, pages, zero_page, &mut u)
+            .iter()
+            .enumerate()
+        {
+            each(i as u64, h);
         }
         return;
     }
@@ -97,9 +145,7 @@ pub fn for_each_page_hash(
             return false;
         }
         let first = c as u64 * CHUNK_PAGES;
-        let hashes = (first..(first + CHUNK_PAGES).min(pages))
-            .map(|i| hash_page(imp, i, zero_page, u))
-            .collect();
+        let hashes = hash_run(imp, first, CHUNK_PAGES.min(pages - first), zero_page, u);
         done[c].set(hashes).expect("each chunk is claimed once");
         true
     };

@@ -24,10 +24,10 @@ impl Blob {
     pub fn from_file(path: &Path) -> std::io::Result<Blob> {
         let file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
-        if meta.is_file()
-            && let Some(m) = Mapping::map(&file, meta.len(), path)?
-        {
-            return Ok(Blob(Arc::new(Storage::Mapped(m))));
+        if meta.is_file() {
+            if let Some(m) = Mapping::map(&file, meta.len(), path)? {
+                return Ok(Blob(Arc::new(Storage::Mapped(m))));
+            }
         }
         read_whole(file, meta.len())
     }
