@@ -1,5 +1,6 @@
-//! SHA-384 of every page of an import, spread over the machine's cores: page digests are
-//! independent of each other, only their chaining is sequential.
+//! SHA-384 of every page of an import, spread over the machine's cores and, on each core, four
+//! pages at a time on AVX2 ([`super::sha384x4`]): page digests are independent of each other,
+//! only their chaining is sequential. Uniform pages are looked up, not hashed.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
