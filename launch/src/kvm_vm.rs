@@ -5,6 +5,7 @@
 //! a separate anonymous mapping that holds the pages the guest converted to shared.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use kvm_bindings::kvm_userspace_memory_region2;
 use kvm_bindings::{kvm_create_guest_memfd, kvm_enable_cap, kvm_memory_attributes};
@@ -60,8 +61,8 @@ impl PrivateSlot {
 pub struct KvmConfidentialVm {
     /// `/dev/kvm`.
     pub kvm: Kvm,
-    /// The VM.
-    pub vm: VmFd,
+    /// The VM, shared with the VMM's device manager and interrupt routes.
+    pub vm: Arc<VmFd>,
     slots: Vec<PrivateSlot>,
     vcpus: Vec<(u32, VcpuFd)>,
 }
@@ -85,7 +86,7 @@ impl KvmConfidentialVm {
         })?;
         Ok(KvmConfidentialVm {
             kvm,
-            vm,
+            vm: Arc::new(vm),
             slots: Vec::new(),
             vcpus: Vec::new(),
         })

@@ -31,10 +31,6 @@ impl KvmSnp {
             .open("/dev/sev")
             .map_err(|e| CommandError::last_os("open /dev/sev", &e, format!("/dev/sev: {e}")))?;
         let core = KvmConfidentialVm::create(kvm_bindings::KVM_X86_SNP_VM)?;
-        // The local APICs live in KVM, created before any vCPU.
-        core.vm
-            .create_irq_chip()
-            .map_err(|e| CommandError::new("KVM_CREATE_IRQCHIP", e.errno(), format!("{e}")))?;
         Ok(KvmSnp { core, sev })
     }
 
@@ -63,6 +59,14 @@ impl SnpPlatform for KvmSnp {
             ..Default::default()
         };
         self.sev_cmd("KVM_SEV_INIT2", sys::KVM_SEV_INIT2, &mut data)
+    }
+
+    fn enable_split_irqchip(&mut self, ioapic_pins: u32) -> Result<(), CommandError> {
+        self.core.enable_cap(
+            "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+            kvm_bindings::KVM_CAP_SPLIT_IRQCHIP,
+            u64::from(ioapic_pins),
+        )
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
