@@ -1,6 +1,8 @@
 //! Real SEV-SNP and TDX launches. They run only where `veil host-check --platform P` says the
 //! platform is present, and skip with the printed reason everywhere else (as on the development
-//! machines, which have neither). docs/launch.md says how to run them on hardware.
+//! machines, which have neither). docs/launch.md says how to run them on hardware. The OVMF
+//! launches carry a virtio-rng device, so they also exercise the device manager on the
+//! platform's shared memory (ACCESS_PLATFORM).
 //!
 //! The attestation checks need a guest that prints its evidence on the serial console:
 //! `VEIL_SNP_TEST_GUEST` (an IGVM file whose guest prints `SNP_REPORT=<hex of the 0x4a0-byte
@@ -112,7 +114,9 @@ fn snp_ovmf_launch_completes_with_the_measured_digest() {
         &sig,
     ]);
     let (line, all) = run_until(
-        &["run", "--platform", "sev-snp", "--firmware", OVMF],
+        // With a virtio device: the launch goes through the VMM's device manager, and the line
+        // comes once the devices are attached.
+        &["run", "--platform", "sev-snp", "--firmware", OVMF, "--rng"],
         "veil: SEV-SNP guest launched",
         Duration::from_secs(60),
     );
@@ -170,7 +174,7 @@ fn tdx_ovmf_launch_completes_with_the_measured_mrtd() {
     }
     let expected = measure(&["--platform", "tdx", "--firmware", OVMF]);
     let (line, all) = run_until(
-        &["run", "--platform", "tdx", "--firmware", OVMF],
+        &["run", "--platform", "tdx", "--firmware", OVMF, "--rng"],
         "veil: TD launched",
         Duration::from_secs(60),
     );

@@ -64,6 +64,7 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "netbench" => crate::virtio::netbench::run(cfg),
         "vsock" => crate::virtio::vsock::check(cfg),
         "irq" => crate::virtio::irq::check(cfg),
+        "pagestate" => crate::pagestate::check(),
         _ => Err(Why::Text("no such check")),
     };
     match result {

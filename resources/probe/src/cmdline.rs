@@ -5,9 +5,23 @@
 //! `probe.vsock_listen=`) and the loader's `virtio_mmio.device=` announcements.
 
 /// Checks and workloads the probe knows, in the order it runs them.
-pub const CHECKS: [&str; 15] = [
-    "boot", "mem", "smp", "ring3", "loop", "membw", "memlat", "blk", "blkbench", "rng", "console",
-    "net", "netbench", "vsock", "irq",
+pub const CHECKS: [&str; 16] = [
+    "boot",
+    "mem",
+    "smp",
+    "ring3",
+    "loop",
+    "membw",
+    "memlat",
+    "blk",
+    "blkbench",
+    "rng",
+    "console",
+    "net",
+    "netbench",
+    "vsock",
+    "irq",
+    "pagestate",
 ];
 /// Most `virtio_mmio.device=` tokens kept.
 pub const MAX_MMIO: usize = 32;
