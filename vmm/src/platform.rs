@@ -92,6 +92,12 @@ impl GuestMemfdVm {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on the KVM side of the VM (tests).
+    #[cfg(test)]
+    pub(crate) fn with_vm<R>(&self, f: impl FnOnce(&mut KvmConfidentialVm) -> R) -> R {
+        f(self.core().vm())
+    }
+
     /// Whether TDX quote requests go to a quote generation service (vCPU threads then need a
     /// Unix socket).
     pub(crate) fn has_quote_service(&self) -> bool {
@@ -227,85 +233,7 @@ pub(crate) fn confidential(c: &ConfidentialLaunch) -> Result<Prepared, PlatformE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seccomp::{Filters, Role, SeccompLevel, VcpuNeeds};
-    use kvm_ioctls::HypercallExit;
-    use std::os::unix::process::ExitStatusExt;
     use vm_memory::{Bytes, GuestMemoryBackend};
-
-    /// Set in the child process of [`conversions_run_under_the_confidential_vcpu_filter`]:
-    /// `conversions` (the confidential vCPU filter) or `plain` (the plain one).
-    const CHILD: &str = "VEIL_PLATFORM_TEST_CHILD";
-
-    /// The child's side: a guest_memfd VM, then - on this thread only, under the vCPU filter -
-    /// page-state hypercall exits through the hook, as a vCPU thread's run loop hands them.
-    #[test]
-    fn child_process_conversions() {
-        let Some(which) = std::env::var_os(CHILD) else {
-            return;
-        };
-        let p = match plain(&MemoryLayout::new(8 << 20)) {
-            Ok(p) => p,
-            Err(e) => {
-                println!("SKIP {e}");
-                return;
-            }
-        };
-        let needs = VcpuNeeds {
-            memory_conversions: which == "conversions",
-            quote_socket: false,
-        };
-        Filters::with_vcpu_needs(SeccompLevel::On, needs)
-            .unwrap()
-            .install(Role::Vcpu)
-            .unwrap();
-        let gpa = 0x20_0000;
-        for attrs in [0, veil_launch::sys::KVM_MAP_GPA_RANGE_ENCRYPTED] {
-            let mut ret = 0xdead;
-            let mut exit = VcpuExit::Hypercall(HypercallExit {
-                nr: veil_launch::sys::KVM_HC_MAP_GPA_RANGE,
-                args: [gpa, 1, attrs, 0, 0, 0],
-                ret: &mut ret,
-                longmode: 1,
-            });
-            assert_eq!(p.platform.handle_exit(&mut exit), Some(ExitAction::Resume));
-            println!("RET attrs={attrs:#x} ret={}", ret as i64);
-        }
-        // Both kinds of backing release, whatever this kernel's attributes allowed above.
-        let mut core = p.platform.core();
-        core.vm().discard(gpa, 0x1000, true).unwrap();
-        core.vm().discard(gpa, 0x1000, false).unwrap();
-        println!("CHILD DONE");
-    }
-
-    fn child(which: &str) -> std::process::Output {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "platform::tests::child_process_conversions",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, which)
-            .output()
-            .unwrap()
-    }
-
-    /// Conversions carried out on a vCPU thread pass its filter only with the confidential
-    /// rules: with them the child finishes; with the plain vCPU filter `SIGSYS` ends it.
-    #[test]
-    fn conversions_run_under_the_confidential_vcpu_filter() {
-        let out = child("conversions");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if let Some(why) = stdout.lines().find_map(|l| l.strip_prefix("SKIP ")) {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        assert!(out.status.success(), "{out:?}");
-        assert!(stdout.contains("CHILD DONE"), "{stdout}");
-        assert_eq!(stdout.matches("RET attrs=").count(), 2, "{stdout}");
-        let out = child("plain");
-        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{out:?}");
-    }
 
     /// The loader's writes through the shared-view memory land where the KVM core reads them.
     #[test]

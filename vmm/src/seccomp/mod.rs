@@ -10,6 +10,8 @@
 
 mod rules;
 mod start;
+#[cfg(test)]
+mod vcpu_tests;
 
 pub(crate) use start::ThreadStart;
 

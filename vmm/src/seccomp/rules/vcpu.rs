@@ -54,15 +54,16 @@ pub(crate) fn rules(needs: VcpuNeeds) -> Rules {
     }
     if needs.quote_socket {
         // TDX GetQuote: a Unix stream to the quote generation service per request, with send
-        // and receive timeouts; std receives with recv (recvfrom without an address).
+        // and receive timeouts; std sends with send(MSG_NOSIGNAL) and receives with recv
+        // (sendto and recvfrom without an address).
         r.allow_if(sys!(SYS_socket), vec![arg_eq(0, libc::AF_UNIX as u64)]);
         r.allow(&[sys!(SYS_connect)]);
         r.allow_if(
             sys!(SYS_setsockopt),
             vec![arg_eq(1, libc::SOL_SOCKET as u64)],
         );
+        r.allow_if(sys!(SYS_sendto), vec![arg_null(4)]);
         r.allow_if(sys!(SYS_recvfrom), vec![arg_null(4)]);
-        r.allow(&[sys!(SYS_read)]);
     }
     r
 }
