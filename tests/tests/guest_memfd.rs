@@ -245,6 +245,20 @@ fn confidential_platforms_with_devices_are_refused_before_anything_is_created() 
         );
     }
     assert_eq!(fs::read(&img).unwrap(), before);
+    // virtio-mmio windows are announced on the kernel command line: without --kernel a
+    // confidential guest could not find them.
+    let out = veil(&[
+        "run",
+        "--platform",
+        "sev-snp",
+        "--firmware",
+        "/usr/share/ovmf/OVMF.fd",
+        "--transport",
+        "mmio",
+        "--rng",
+    ]);
+    out.expect_status(2);
+    assert!(out.stderr.contains("virtio-mmio"), "{out:#?}");
     // --guest-memfd is a plain-guest mode.
     let out = veil(&["run", "--platform", "sev-snp", "--dry-run", "--guest-memfd"]);
     out.expect_status(2);

@@ -510,6 +510,53 @@ mod tests {
     }
 
     #[test]
+    fn a_confidential_payload_takes_cpus_and_memory_from_its_plan() {
+        use veil_firmware::Platform;
+        use veil_firmware::plan::{MemoryRange, VcpuState};
+        let launch = |plan: LaunchPlan, quote: Option<PathBuf>| {
+            VmConfig::builder_for(Payload::Confidential(ConfidentialLaunch {
+                plan: Arc::new(plan),
+                options: LaunchOptions::default(),
+                quote_service: quote,
+            }))
+            .host_memory(8 << 30)
+            .cpus(7)
+        };
+        let mut plan = LaunchPlan::new(Platform::SevSnp);
+        assert_eq!(
+            launch(plan.clone(), None).build().unwrap_err(),
+            ConfigError::PlanWithoutVcpus
+        );
+        plan.vcpus = vec![VcpuState::reset(0xfff0, 0); 2];
+        plan.memory = vec![
+            MemoryRange {
+                gpa: 0,
+                size: 0x8000_0000,
+            },
+            MemoryRange {
+                gpa: 1 << 32,
+                size: 0x4000_0000,
+            },
+        ];
+        let cfg = launch(plan.clone(), None).build().unwrap();
+        assert_eq!((cfg.cpus(), cfg.memory()), (2, 0xc000_0000));
+        assert!(cfg.guest_memfd() && cfg.kernel().is_none());
+        assert_eq!(
+            launch(plan.clone(), Some("q".into())).build().unwrap_err(),
+            ConfigError::QuoteServiceNotTdx(Platform::SevSnp)
+        );
+        plan.platform = Platform::None;
+        assert_eq!(
+            launch(plan, None).build().unwrap_err(),
+            ConfigError::PlanNotConfidential(Platform::None)
+        );
+        // Plain guests keep their kernel and opt in to guest_memfd.
+        let plain = builder().guest_memfd(true).build().unwrap();
+        assert!(plain.guest_memfd() && plain.kernel().is_some());
+        assert!(!builder().build().unwrap().guest_memfd());
+    }
+
+    #[test]
     fn memory_error_message_names_the_flag() {
         let e = "lots".parse::<MemorySize>().unwrap_err().to_string();
         assert!(e.contains("--memory") && e.contains("lots"), "{e}");

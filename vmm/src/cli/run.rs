@@ -199,10 +199,29 @@ pub fn execute(mut args: RunArgs, start: Instant) -> anyhow::Result<i32> {
                 &"--guest-memfd is for plain guests; confidential guests always run on guest_memfd",
             ));
         }
+        // virtio-mmio windows are announced on the kernel command line, which a confidential
+        // direct boot measures: the tokens go into the plan. Firmware and IGVM guests find
+        // virtio-pci functions only.
+        let mut cmdline = args.cmdline.clone();
+        let tokens = veil_vmm::virtio_config::mmio_tokens(&virtio, args.transport);
+        if !tokens.is_empty() {
+            if args.kernel.is_none() {
+                return Ok(super::usage_error(
+                    &"virtio-mmio devices are announced on the kernel command line; a confidential \
+                      guest without --kernel finds virtio-pci devices only (use --transport pci)",
+                ));
+            }
+            for t in tokens {
+                if !cmdline.is_empty() {
+                    cmdline.push(' ');
+                }
+                cmdline.push_str(&t);
+            }
+        }
         let common = super::confidential::Common {
             kernel: args.kernel,
             initramfs: args.initramfs.clone(),
-            cmdline: Some(args.cmdline.clone()),
+            cmdline: Some(cmdline),
             cpus: args.cpus,
             memory: args.memory.0,
         };

@@ -175,13 +175,11 @@ pub(crate) fn mmio_slot(index: usize) -> (u64, u32) {
 /// The kernel command line with one `virtio_mmio.device=` token per virtio-mmio device.
 pub(crate) fn cmdline(config: &VmConfig) -> Result<String, DeviceManagerError> {
     let mut line = config.cmdline().to_string();
-    let mmio = placed(config).filter(|(_, t)| *t == Transport::Mmio);
-    for (i, _) in mmio.enumerate() {
-        let (base, pin) = mmio_slot(i);
+    for token in crate::virtio_config::mmio_tokens(config.devices(), config.transport()) {
         if !line.is_empty() {
             line.push(' ');
         }
-        line.push_str(&MmioTransport::cmdline_arg(base, pin));
+        line.push_str(&token);
     }
     if line.len() + 1 > MAX_CMDLINE {
         return Err(DeviceManagerError::CmdlineTooLong { len: line.len() });
