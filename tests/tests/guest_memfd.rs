@@ -5,7 +5,7 @@
 //! filters: a missing rule would end veil with SIGSYS.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
@@ -56,6 +56,17 @@ fn pattern_bytes() -> Vec<u8> {
         .collect()
 }
 
+/// The host end of the guest's vsock connection: reads the ping line, answers the pong line.
+fn answer_ping(listener: UnixListener) -> String {
+    let (conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line).unwrap();
+    (&conn).write_all(b"veil-vsock-pong\n").unwrap();
+    line
+}
+
 /// Disk (with a write), rng, console and a guest-initiated vsock connection on `transport`,
 /// with the interrupt check, all on guest_memfd slots.
 fn every_device(transport: &str) -> Output {
@@ -64,15 +75,7 @@ fn every_device(transport: &str) -> Output {
     fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let socket = dir.join("v.sock");
     let listener = UnixListener::bind(format!("{}_{VSOCK_PORT}", socket.display())).unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut ping = [0u8; 16];
-        conn.read_exact(&mut ping).unwrap();
-        conn.write_all(b"veil-vsock-pong\n").unwrap();
-        ping
-    });
+    let server = std::thread::spawn(move || answer_ping(listener));
     let console = dir.join("console.txt");
     let out = veil(&[
         "run",
@@ -108,7 +111,7 @@ fn every_device(transport: &str) -> Output {
     }
     // The guest's write went through the shared view into the image.
     assert_eq!(sector1(&img), pattern_bytes().repeat(32));
-    assert_eq!(&server.join().unwrap(), b"veil-vsock-ping\n");
+    assert_eq!(server.join().unwrap(), "veil-vsock-ping\n");
     assert!(
         fs::read_to_string(&console)
             .unwrap()
