@@ -5,13 +5,8 @@
 # e.g. `benches/run-boot.sh --runs 20` or `benches/run-boot.sh --guest tiny`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v qemu-system-x86_64 >/dev/null; then
-    echo "run-boot.sh: installing qemu-system-x86" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends qemu-system-x86
-fi
+. benches/lib.sh
+need_qemu run-boot.sh
 
 # Veil is measured as it is deployed: statically linked and not position-independent (the
 # jailer copies only the binary into the jail, so a jailed veil must be static). --target keeps

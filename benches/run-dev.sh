@@ -5,13 +5,8 @@
 # e.g. `benches/run-dev.sh --rounds 9` or `benches/run-dev.sh --only randread_4k_qd32`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v qemu-system-x86_64 >/dev/null; then
-    echo "run-dev.sh: installing qemu-system-x86" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends qemu-system-x86
-fi
+. benches/lib.sh
+need_qemu run-dev.sh
 
 cargo build --release -p veil-vmm --bin veil
 cargo run --release -p veil-benches --bin dev_bench -- "$@"

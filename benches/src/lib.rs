@@ -27,6 +27,25 @@ pub struct Measured {
     pub stderr: String,
 }
 
+/// The value `v` of a count flag such as `--runs`: a whole number, at least 1.
+pub fn count_arg(flag: &str, v: &str) -> Result<usize> {
+    let n: usize = v.parse().with_context(|| format!("{flag} {v}"))?;
+    if n == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(n)
+}
+
+/// Runs `f` in a fresh scratch directory `$TMPDIR/veil-<name>-<pid>`, removed afterwards
+/// whatever `f` returns.
+pub fn in_scratch_dir<T>(name: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let scratch = std::env::temp_dir().join(format!("veil-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let result = f(&scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
 /// Runs `cmd` to its end with stdin empty and stdout/stderr captured in files under `scratch`,
 /// and measures it with `wait4`.
 ///

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use kvm_bindings::kvm_cpuid_entry2;
+
 use crate::platform::{CommandError, Rule, SlotSpec};
 use veil_firmware::plan::PAGE_SIZE;
 
@@ -123,7 +125,117 @@ pub fn check_aligned(command: &'static str, gpa: u64, len: u64) -> Result<u64, C
     }
 }
 
+/// `src` can feed `len` bytes of pages: long enough and 4 KiB aligned, as KVM requires of the
+/// source of a launch update.
+pub fn check_source(command: &'static str, src: &[u8], len: u64) -> Result<(), CommandError> {
+    if (src.len() as u64) < len {
+        return Err(CommandError::rule(
+            command,
+            libc::EFAULT,
+            Rule::Alignment,
+            format!("source holds {:#x} bytes for {len:#x}", src.len()),
+        ));
+    }
+    if src.as_ptr() as usize % PAGE_SIZE as usize != 0 {
+        return Err(CommandError::rule(
+            command,
+            libc::EINVAL,
+            Rule::Alignment,
+            format!("source address {:p} is not 4 KiB aligned", src.as_ptr()),
+        ));
+    }
+    Ok(())
+}
+
+/// How many of `pages` one launch-update call takes when the model is set to take at most `max`
+/// per call (at least one page, so the caller always makes progress).
+pub fn pages_this_call(max: Option<u64>, pages: u64) -> u64 {
+    max.map_or(pages, |m| m.clamp(1, pages))
+}
+
+/// The log's note on a launch-update call that took only `done` of `pages` (empty when all).
+pub fn partial_note(done: u64, pages: u64) -> String {
+    if done < pages {
+        format!(" -> {done} done, rest written back")
+    } else {
+        String::new()
+    }
+}
+
+/// Implements the slot, attribute, discard and page-state-exit methods of
+/// [`crate::platform::PrivateMemory`] by handing them to the model's [`ModelMemory`] field
+/// `$mem`; the model writes its own `create_vcpu` (the platforms differ in when vCPUs may come).
+macro_rules! private_memory_from {
+    ($mem:ident) => {
+        fn add_slot(
+            &mut self,
+            spec: $crate::platform::SlotSpec,
+        ) -> Result<(), $crate::platform::CommandError> {
+            self.$mem.add_slot(spec)
+        }
+
+        fn set_memory_attributes(
+            &mut self,
+            gpa: u64,
+            size: u64,
+            private: bool,
+        ) -> Result<(), $crate::platform::CommandError> {
+            self.$mem.set_attributes(gpa, size, private)
+        }
+
+        fn discard(
+            &mut self,
+            gpa: u64,
+            size: u64,
+            private_backing: bool,
+        ) -> Result<(), $crate::platform::CommandError> {
+            self.$mem.discard(gpa, size, private_backing)
+        }
+
+        fn enable_page_state_exits(&mut self) -> Result<(), $crate::platform::CommandError> {
+            self.$mem.enable_page_state_exits();
+            Ok(())
+        }
+    };
+}
+pub(crate) use private_memory_from;
+
 impl ModelMemory {
+    /// Records `KVM_GET_SUPPORTED_CPUID` answered with `supported`, and returns the answer.
+    pub fn supported_cpuid(&mut self, supported: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
+        self.log.push(format!(
+            "KVM_GET_SUPPORTED_CPUID ({} entries)",
+            supported.len()
+        ));
+        supported.to_vec()
+    }
+
+    /// Checks that vCPU `id` was created, for a `command` addressed to it.
+    pub fn require_vcpu(&self, command: &'static str, id: u32) -> Result<(), CommandError> {
+        if self.vcpus.contains(&id) {
+            return Ok(());
+        }
+        Err(CommandError::rule(
+            command,
+            libc::ENOENT,
+            Rule::VcpuState,
+            format!("vCPU {id} was never created"),
+        ))
+    }
+
+    /// Records `KVM_SET_CPUID2` for vCPU `id`, which must exist.
+    pub fn set_vcpu_cpuid(
+        &mut self,
+        id: u32,
+        cpuid: &[kvm_cpuid_entry2],
+    ) -> Result<(), CommandError> {
+        const CMD: &str = "KVM_SET_CPUID2";
+        self.require_vcpu(CMD, id)?;
+        self.log
+            .push(format!("{CMD} vcpu={id} nent={}", cpuid.len()));
+        Ok(())
+    }
+
     /// Records `KVM_SET_USER_MEMORY_REGION2` with a guest_memfd.
     pub fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
         const CMD: &str = "KVM_SET_USER_MEMORY_REGION2";

@@ -1,5 +1,6 @@
 //! Helpers for Veil's integration tests: locate the built binaries, run them as processes with a
-//! time limit, make temporary files, and build tiny test kernels.
+//! time limit (and the common checks on what they print: refusals, digests, the independent
+//! `sev-snp-measure`), make temporary files, and build tiny test kernels.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,81 @@ pub fn veil<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     run_with_limit(cmd, Duration::from_secs(60))
 }
 
+/// Runs `veil <args>` and asserts that it exits with `status` and names every one of `words` on
+/// stderr; a failure shows the arguments and the whole output. Returns the output.
+pub fn veil_fails(args: &[&str], status: i32, words: &[&str]) -> Output {
+    let out = veil(args);
+    assert_eq!(out.status, Some(status), "veil {args:?}: {out:#?}");
+    for w in words {
+        assert!(
+            out.stderr.contains(w),
+            "veil {args:?}: stderr lacks {w:?}: {out:#?}"
+        );
+    }
+    out
+}
+
+/// The digest `veil measure <args>` prints; fails the test, showing the arguments and the
+/// output, unless it succeeds.
+pub fn veil_measure(args: &[&str]) -> String {
+    let mut all = vec!["measure"];
+    all.extend_from_slice(args);
+    let out = veil(&all);
+    assert_eq!(out.status, Some(0), "veil {all:?} failed: {out:#?}");
+    out.stdout.trim().to_string()
+}
+
+/// The digest `sev-snp-measure --mode snp <args>` prints (the independent oracle); fails the
+/// test, showing the arguments and stderr, unless it succeeds. Check [`have_tool`] first.
+pub fn sev_snp_measure(args: &[&str]) -> String {
+    let out = Command::new("sev-snp-measure")
+        .args(["--mode", "snp"])
+        .args(args)
+        .output()
+        .expect("sev-snp-measure starts");
+    assert!(
+        out.status.success(),
+        "sev-snp-measure {args:?} failed: {out:?}"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Panics with its stderr unless a finished process exited successfully.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Debian's OVMF, the firmware the confidential-launch tests measure.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// `--platform sev-snp` on [`OVMF`] with the plain EPYC CPU type: the base of many runs.
+pub const SNP_OVMF_EPYC: [&str; 6] = [
+    "--platform",
+    "sev-snp",
+    "--firmware",
+    OVMF,
+    "--cpu-type",
+    "EPYC",
+];
+
+/// Whether [`OVMF`] is installed; prints why the test is skipped when it is not.
+pub fn ovmf_present() -> bool {
+    if Path::new(OVMF).is_file() {
+        return true;
+    }
+    eprintln!("skipped: {OVMF} is missing (apt-get install ovmf)");
+    false
+}
+
+/// A test path as the `&str` an argument list wants (test paths are UTF-8).
+pub fn utf8(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
 /// A temporary directory, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
@@ -151,6 +227,18 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("writing a test file");
     path
+}
+
+/// Runs `veil run --kernel <kernel> <flags>`.
+pub fn run_kernel(kernel: &Path, flags: &[&str]) -> Output {
+    veil(&[&["run", "--kernel", utf8(kernel)][..], flags].concat())
+}
+
+/// Runs `veil run` on a [`tiny_pvh_kernel`] running `code32`, written into a fresh temporary
+/// directory named after `name`.
+pub fn run_tiny(name: &str, code32: &[u8]) -> Output {
+    let dir = temp_dir(name);
+    run_kernel(&write_file(&dir, "kernel", &tiny_pvh_kernel(code32)), &[])
 }
 
 /// Where [`tiny_pvh_kernel`] loads its code.

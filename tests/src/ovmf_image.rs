@@ -91,3 +91,21 @@ pub fn build(
     img[end - table.len()..end].copy_from_slice(&table);
     img
 }
+
+/// A 256 KiB image with an SNP KERNEL_HASHES section, laid out like OVMF's AmdSev build: SEC
+/// memory, secrets, CPUID, the hashes page (table at 0x80_bc00) and more SEC memory, with the
+/// reset block at 0xfffc_b004. For measured direct boot, which Debian's OVMF cannot do.
+pub fn with_kernel_hashes() -> Vec<u8> {
+    build(
+        0x40000,
+        &[
+            (0x80_0000, 0x9000, 1),
+            (0x80_9000, 0x1000, 2),
+            (0x80_a000, 0x1000, 3),
+            (0x80_b000, 0x1000, 0x10),
+            (0x80_c000, 0x4000, 1),
+        ],
+        0xfffc_b004,
+        Some(0x80_bc00),
+    )
+}

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use veil_launch::attest::report_data_for;
 use veil_launch::attest::test_signer::{ReportTemplate, TestChain};
 use veil_launch::attest::{Tcb, TcbLayout};
+use veil_tests::{OVMF, ovmf_present, veil_measure};
 
 const MEASUREMENT: &str = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f";
 
@@ -52,14 +53,19 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Asserts exit 1 and that the verdict lists `check` as failed.
-fn assert_fails(o: &Output, check: &str) {
+/// Asserts exit 1 and that the verdict lists `check` as failed; `case` names the run.
+fn assert_fails(case: &str, o: &Output, check: &str) {
     let t = text(o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert_eq!(o.status.code(), Some(1), "{case}: {t}");
     assert!(
         t.contains(&format!("[FAIL] {check}:")),
-        "{check} not failed:\n{t}"
+        "{case}: {check} not failed:\n{t}"
     );
+}
+
+/// Asserts exit 0 (a passing verdict); `case` names the run.
+fn assert_passes(case: &str, o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "{case}: {}", text(o));
 }
 
 #[test]
@@ -79,8 +85,8 @@ fn public_report_passes_with_builtin_milan_chain() {
         "--vmpl",
         "0",
     ]);
+    assert_passes("all expectations", &o);
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("PASS") && t.contains("built-in milan"), "{t}");
     assert!(
         t.contains("[pass] report_signature") && t.contains("[pass] chip_id"),
@@ -97,7 +103,7 @@ fn public_report_passes_with_builtin_milan_chain() {
         "milan",
         "--json",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_passes("explicit product, JSON", &o);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["passed"], true);
     assert_eq!(j["facts"]["measurement"], MEASUREMENT);
@@ -129,6 +135,7 @@ fn public_report_mutations_fail_by_name() {
         let f = dir.join(format!("bad-{off:x}.bin"));
         std::fs::write(&f, &bad).unwrap();
         assert_fails(
+            &format!("byte {off:#x} changed"),
             &veil(&["--report", p(&f), "--vcek", p(&vcek)]),
             "report_signature",
         );
@@ -139,74 +146,27 @@ fn public_report_mutations_fail_by_name() {
     let f = dir.join("badsig.bin");
     std::fs::write(&f, &bad).unwrap();
     assert_fails(
+        "signature changed",
         &veil(&["--report", p(&f), "--vcek", p(&vcek), "--chain", p(&chain)]),
         "report_signature",
     );
 
+    // The wrong product's chain, then expectations that differ from the good report.
     let good = snp_data("report_milan.hex");
-    // The wrong product's chain.
-    assert_fails(
-        &veil(&[
-            "--report",
-            p(&good),
-            "--vcek",
-            p(&vcek),
-            "--product",
-            "genoa",
-        ]),
-        "cert_chain",
-    );
-    // Expectations that differ.
     let mut m = MEASUREMENT.to_string();
     m.replace_range(0..2, "7b");
-    assert_fails(
-        &veil(&[
-            "--report",
-            p(&good),
-            "--vcek",
-            p(&vcek),
-            "--measurement",
-            &m,
-        ]),
-        "measurement",
-    );
-    assert_fails(
-        &veil(&[
-            "--report",
-            p(&good),
-            "--vcek",
-            p(&vcek),
-            "--host-data",
-            &"11".repeat(32),
-        ]),
-        "host_data",
-    );
-    assert_fails(
-        &veil(&[
-            "--report",
-            p(&good),
-            "--vcek",
-            p(&vcek),
-            "--report-data",
-            "00",
-        ]),
-        "report_data",
-    );
-    assert_fails(
-        &veil(&[
-            "--report",
-            p(&good),
-            "--vcek",
-            p(&vcek),
-            "--min-tcb",
-            "bl=3,tee=0,snp=8,ucode=116",
-        ]),
-        "min_tcb",
-    );
-    assert_fails(
-        &veil(&["--report", p(&good), "--vcek", p(&vcek), "--deny-smt"]),
-        "smt",
-    );
+    let host_data = "11".repeat(32);
+    for (flags, check) in [
+        (&["--product", "genoa"][..], "cert_chain"),
+        (&["--measurement", &m], "measurement"),
+        (&["--host-data", &host_data], "host_data"),
+        (&["--report-data", "00"], "report_data"),
+        (&["--min-tcb", "bl=3,tee=0,snp=8,ucode=116"], "min_tcb"),
+        (&["--deny-smt"], "smt"),
+    ] {
+        let args = [&["--report", p(&good), "--vcek", p(&vcek)][..], flags].concat();
+        assert_fails(&format!("{flags:?}"), &veil(&args), check);
+    }
 
     // Malformed input is an error naming the input, not a verdict.
     let short = dir.join("short.bin");
@@ -237,19 +197,12 @@ fn public_report_mutations_fail_by_name() {
 /// `veil measure` of a launch plan: a synthetic OVMF-format image with SEV metadata, booted with
 /// `extra` flags (vCPUs, CPU type).
 fn measure(firmware: &Path, extra: &[&str]) -> [u8; 48] {
-    let o = Command::new(veil_tests::bin("veil"))
-        .args([
-            "measure",
-            "--platform",
-            "sev-snp",
-            "--firmware",
-            p(firmware),
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "veil measure: {}", text(&o));
-    let digest = hex::decode(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let plan = [
+        &["--platform", "sev-snp", "--firmware", p(firmware)][..],
+        extra,
+    ]
+    .concat();
+    let digest = hex::decode(veil_measure(&plan)).unwrap();
     digest.try_into().unwrap()
 }
 
@@ -329,34 +282,38 @@ fn end_to_end_plan_measure_signed_report_verdict() {
     };
     let hex_digest = hex::encode(digest);
     let o = run(&["--measurement", &hex_digest], &binding);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_passes("the plan's digest", &o);
     assert!(text(&o).contains("[pass] report_data"), "{}", text(&o));
     // The same, with the measurement computed on the spot from the plan's flags.
     let fw_arg = p(&fw);
-    let o = run(
-        &[
-            "--firmware",
-            fw_arg,
-            "--cpus",
-            "1",
-            "--cpu-type",
-            "EPYC-Milan",
-        ],
-        &binding,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan_flags = [
+        "--firmware",
+        fw_arg,
+        "--cpus",
+        "1",
+        "--cpu-type",
+        "EPYC-Milan",
+    ];
+    assert_passes("the plan's flags", &run(&plan_flags, &binding));
 
-    // The plan changed: the expected digest no longer matches.
-    assert_fails(
-        &run(&["--measurement", &hex::encode(more_cpus)], &binding),
-        "measurement",
+    // The plan changed (the expected digest no longer matches), a different nonce (a replay) or
+    // a different key (a man in the middle).
+    let (more_hex, other_hex) = (hex::encode(more_cpus), hex::encode(other));
+    let other_arg = p(&other_fw);
+    let replay = format!(
+        "nonce={},key={}",
+        hex::encode([0xA6u8; 32]),
+        hex::encode(key)
     );
-    assert_fails(
-        &run(&["--measurement", &hex::encode(other)], &binding),
-        "measurement",
+    let mitm = format!(
+        "nonce={},key={}",
+        hex::encode(nonce),
+        hex::encode([0x05u8; 65])
     );
-    assert_fails(
-        &run(
+    for (expect, binding, check) in [
+        (&["--measurement", &more_hex][..], &binding, "measurement"),
+        (&["--measurement", &other_hex], &binding, "measurement"),
+        (
             &[
                 "--firmware",
                 fw_arg,
@@ -366,36 +323,22 @@ fn end_to_end_plan_measure_signed_report_verdict() {
                 "EPYC-Milan",
             ],
             &binding,
+            "measurement",
         ),
-        "measurement",
-    );
-    let other_arg = p(&other_fw);
-    assert_fails(
-        &run(
+        (
             &["--firmware", other_arg, "--cpu-type", "EPYC-Milan"],
             &binding,
+            "measurement",
         ),
-        "measurement",
-    );
-    // A different nonce (a replay) or a different key (a man in the middle).
-    let replay = format!(
-        "nonce={},key={}",
-        hex::encode([0xA6u8; 32]),
-        hex::encode(key)
-    );
-    assert_fails(
-        &run(&["--measurement", &hex_digest], &replay),
-        "report_data",
-    );
-    let mitm = format!(
-        "nonce={},key={}",
-        hex::encode(nonce),
-        hex::encode([0x05u8; 65])
-    );
-    assert_fails(&run(&["--measurement", &hex_digest], &mitm), "report_data");
+        (&["--measurement", &hex_digest], &replay, "report_data"),
+        (&["--measurement", &hex_digest], &mitm, "report_data"),
+    ] {
+        let case = format!("{expect:?} with {binding}");
+        assert_fails(&case, &run(expect, binding), check);
+    }
     // AMD's built-in chain does not certify the test VCEK.
     let o = veil(&["--report", p(&rf), "--vcek", p(&vf), "--product", "milan"]);
-    assert_fails(&o, "cert_chain");
+    assert_fails("the built-in chain", &o, "cert_chain");
     // Both an explicit measurement and a plan is a usage mistake, not a verdict.
     let o = run(
         &[
@@ -422,37 +365,30 @@ fn public_tdx_quotes_verify_and_compare_mrtd() {
     ] {
         let q = tdx_data(name);
         let o = veil(&["--quote", p(&q), "--json"]);
-        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        assert_passes(name, &o);
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let mrtd = j["facts"]["mrtd"].as_str().unwrap().to_string();
         let o = veil(&["--quote", p(&q), "--measurement", &mrtd]);
-        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        assert_passes(name, &o);
         assert!(text(&o).contains("[pass] pck_chain"));
         let mut wrong = mrtd.clone();
         wrong.replace_range(0..1, if mrtd.starts_with('0') { "1" } else { "0" });
         assert_fails(
+            name,
             &veil(&["--quote", p(&q), "--measurement", &wrong]),
             "measurement",
         );
     }
 }
 
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
-
 #[test]
 fn end_to_end_tdx_plan_mrtd_synthetic_quote_verdict() {
     use veil_launch::attest::tdx::test_quote::{TestQuoteSigner, blank_td};
-    if !Path::new(OVMF).is_file() {
-        eprintln!("skipped: {OVMF} is missing (apt-get install ovmf); TDVF metadata needs it");
+    if !ovmf_present() {
         return;
     }
     let dir = scratch("e2e-tdx");
-    let o = Command::new(veil_tests::bin("veil"))
-        .args(["measure", "--platform", "tdx", "--firmware", OVMF])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let mrtd_hex = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let mrtd_hex = veil_measure(&["--platform", "tdx", "--firmware", OVMF]);
     let mut td = blank_td();
     td.mrtd = hex::decode(&mrtd_hex).unwrap().try_into().unwrap();
     let (nonce, key) = ([0x11u8; 16], [0x22u8; 32]);
@@ -469,9 +405,9 @@ fn end_to_end_tdx_plan_mrtd_synthetic_quote_verdict() {
     ];
 
     let o = veil(&[&base[..], &["--measurement", &mrtd_hex]].concat());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_passes("the measured MRTD", &o);
     let o = veil(&[&base[..], &["--firmware", OVMF]].concat());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_passes("the firmware's MRTD", &o);
     assert!(text(&o).contains("[skip] pck_chain") && text(&o).contains("[skip] tcb_status"));
 
     // Altered firmware: another MRTD.
@@ -481,11 +417,12 @@ fn end_to_end_tdx_plan_mrtd_synthetic_quote_verdict() {
     let altered = dir.join("OVMF-altered.fd");
     std::fs::write(&altered, fw).unwrap();
     assert_fails(
+        "altered firmware",
         &veil(&[&base[..], &["--firmware", p(&altered)]].concat()),
         "measurement",
     );
     // Without --no-pck-chain the test chain is not Intel's.
     let o = veil(&["--quote", p(&quote), "--measurement", &mrtd_hex]);
-    assert_fails(&o, "pck_chain");
+    assert_fails("with the PCK chain", &o, "pck_chain");
     let _ = std::fs::remove_dir_all(dir);
 }

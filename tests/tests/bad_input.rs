@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use veil_tests::{Output, bin, run_with_limit, temp_dir, veil, write_file};
+use veil_tests::{Output, bin, run_kernel, run_with_limit, temp_dir, utf8, veil, write_file};
 use veil_vmm::probe_image::PROBE_ELF;
 
 /// Asserts `out` failed with `status` and that stderr mentions every word in `words`.
@@ -26,7 +26,7 @@ fn kernel_missing() {
 fn kernel_unreadable() {
     // A directory opens but cannot be read as a file (root ignores permission bits).
     let dir = temp_dir("unreadable");
-    let out = veil(&["run", "--kernel", dir.to_str().unwrap()]);
+    let out = veil(&["run", "--kernel", utf8(&dir)]);
     fails_with(
         &out,
         1,
@@ -38,7 +38,7 @@ fn kernel_unreadable() {
 fn kernel_not_elf_or_bzimage() {
     let dir = temp_dir("notkernel");
     let k = write_file(&dir, "notes.txt", &b"just some text\n".repeat(100));
-    let out = veil(&["run", "--kernel", k.to_str().unwrap()]);
+    let out = veil(&["run", "--kernel", utf8(&k)]);
     fails_with(&out, 1, &["notes.txt", "not an ELF or bzImage"]);
 }
 
@@ -46,11 +46,11 @@ fn kernel_not_elf_or_bzimage() {
 fn kernel_truncated() {
     let dir = temp_dir("truncated");
     let tiny = write_file(&dir, "tiny", b"\x7fEL");
-    let out = veil(&["run", "--kernel", tiny.to_str().unwrap()]);
+    let out = veil(&["run", "--kernel", utf8(&tiny)]);
     fails_with(&out, 1, &["tiny", "truncated"]);
     // A real ELF cut after its headers: the segments are missing.
     let cut = write_file(&dir, "cut.elf", &PROBE_ELF[..PROBE_ELF.len().min(300)]);
-    let out = veil(&["run", "--kernel", cut.to_str().unwrap()]);
+    let out = veil(&["run", "--kernel", utf8(&cut)]);
     fails_with(&out, 1, &["cut.elf", "cannot load", "truncated"]);
 }
 
@@ -58,7 +58,7 @@ fn kernel_truncated() {
 fn kernel_pvh_without_note() {
     let dir = temp_dir("nopvh");
     let bz = write_file(&dir, "probe.bzImage", veil_vmm::probe_image::PROBE_BZIMAGE);
-    let out = veil(&["run", "--kernel", bz.to_str().unwrap(), "--boot", "pvh"]);
+    let out = veil(&["run", "--kernel", utf8(&bz), "--boot", "pvh"]);
     fails_with(&out, 1, &["probe.bzImage", "PVH note"]);
 }
 
@@ -67,15 +67,7 @@ fn initramfs_that_does_not_fit() {
     let dir = temp_dir("bigrd");
     let k = write_file(&dir, "probe.elf", PROBE_ELF);
     let rd = write_file(&dir, "initrd.img", &vec![0u8; 8 << 20]);
-    let out = veil(&[
-        "run",
-        "--kernel",
-        k.to_str().unwrap(),
-        "--initramfs",
-        rd.to_str().unwrap(),
-        "--memory",
-        "8M",
-    ]);
+    let out = run_kernel(&k, &["--initramfs", utf8(&rd), "--memory", "8M"]);
     fails_with(&out, 1, &["initramfs", "initrd.img", "do not fit"]);
 }
 
@@ -83,13 +75,7 @@ fn initramfs_that_does_not_fit() {
 fn initramfs_missing() {
     let dir = temp_dir("nord");
     let k = write_file(&dir, "probe.elf", PROBE_ELF);
-    let out = veil(&[
-        "run",
-        "--kernel",
-        k.to_str().unwrap(),
-        "--initramfs",
-        "/no/rd",
-    ]);
+    let out = veil(&["run", "--kernel", utf8(&k), "--initramfs", "/no/rd"]);
     fails_with(&out, 1, &["initramfs /no/rd", "No such file"]);
 }
 

@@ -1,6 +1,6 @@
 //! The probe guest boots through both protocols and from both image formats.
 
-use veil_tests::{Output, temp_dir, veil, write_file};
+use veil_tests::{Output, run_kernel, temp_dir, utf8, veil, write_file};
 use veil_vmm::probe_image::{PROBE_BZIMAGE, PROBE_ELF};
 
 fn passed(out: &Output, boot: &str) {
@@ -26,28 +26,25 @@ fn embedded_probe_boots_via_pvh_by_default_and_times_its_boot() {
     assert!(ms > 0.0, "{line}");
 }
 
+/// Runs `veil run` on `image`, written to a fresh file `name`, with `flags`.
+fn boot(name: &str, image: &[u8], flags: &[&str]) -> Output {
+    let dir = temp_dir(name);
+    run_kernel(&write_file(&dir, name, image), flags)
+}
+
 #[test]
 fn elf_boots_via_the_linux_protocol() {
-    let dir = temp_dir("linux-elf");
-    let k = write_file(&dir, "probe.elf", PROBE_ELF);
-    let out = veil(&["run", "--kernel", k.to_str().unwrap(), "--boot", "linux"]);
-    passed(&out, "linux");
+    passed(&boot("probe.elf", PROBE_ELF, &["--boot", "linux"]), "linux");
 }
 
 #[test]
 fn elf_file_boots_via_pvh() {
-    let dir = temp_dir("pvh-elf");
-    let k = write_file(&dir, "probe.elf", PROBE_ELF);
-    let out = veil(&["run", "--kernel", k.to_str().unwrap(), "--boot", "pvh"]);
-    passed(&out, "pvh");
+    passed(&boot("probe.elf", PROBE_ELF, &["--boot", "pvh"]), "pvh");
 }
 
 #[test]
 fn bzimage_boots_via_the_linux_protocol() {
-    let dir = temp_dir("bzimage");
-    let k = write_file(&dir, "probe.bzImage", PROBE_BZIMAGE);
-    let out = veil(&["run", "--kernel", k.to_str().unwrap()]);
-    passed(&out, "linux");
+    passed(&boot("probe.bzImage", PROBE_BZIMAGE, &[]), "linux");
 }
 
 #[test]
@@ -56,15 +53,7 @@ fn initramfs_is_accepted_by_both_protocols() {
     let k = write_file(&dir, "probe.elf", PROBE_ELF);
     let rd = write_file(&dir, "initrd", &[0x5a; 10_000]);
     for boot in ["pvh", "linux"] {
-        let out = veil(&[
-            "run",
-            "--kernel",
-            k.to_str().unwrap(),
-            "--initramfs",
-            rd.to_str().unwrap(),
-            "--boot",
-            boot,
-        ]);
+        let out = run_kernel(&k, &["--initramfs", utf8(&rd), "--boot", boot]);
         passed(&out, boot);
     }
 }

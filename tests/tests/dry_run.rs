@@ -2,26 +2,38 @@
 //! platform model, run as the `veil` binary. Its digest must equal `veil measure`'s for the same
 //! flags, and (SNP, OVMF) the independent `sev-snp-measure`'s.
 
-use std::path::Path;
-use std::process::Command;
+use veil_tests::{
+    OVMF, Output, SNP_OVMF_EPYC, have_tool, ovmf_present, sev_snp_measure, temp_dir, utf8, veil,
+    veil_fails, veil_measure,
+};
 
-use veil_tests::{have_tool, temp_dir, veil};
+/// SEV-SNP on `firmware` with `cpus` vCPUs of `cpu_type`.
+fn snp<'a>(firmware: &'a str, cpus: &'a str, cpu_type: &'a str) -> [&'a str; 8] {
+    [
+        "--platform",
+        "sev-snp",
+        "--firmware",
+        firmware,
+        "--cpus",
+        cpus,
+        "--cpu-type",
+        cpu_type,
+    ]
+}
 
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// Runs `veil run --dry-run <args>`.
+fn dry_run(args: &[&str]) -> Output {
+    veil(&[&["run", "--dry-run"][..], args].concat())
+}
 
-fn ovmf_present() -> bool {
-    if Path::new(OVMF).is_file() {
-        return true;
-    }
-    eprintln!("skipped: {OVMF} is missing (apt-get install ovmf)");
-    false
+/// Asserts `veil run --dry-run <args>` exits with `status` naming every one of `words`.
+fn dry_run_fails(args: &[&str], status: i32, words: &[&str]) {
+    veil_fails(&[&["run", "--dry-run"][..], args].concat(), status, words);
 }
 
 /// The digest printed by a dry run (`launch digest: X` or `mrtd: X`, the last line).
 fn dry_run_digest(args: &[&str]) -> String {
-    let mut all = vec!["run", "--dry-run"];
-    all.extend_from_slice(args);
-    let out = veil(&all);
+    let out = dry_run(args);
     out.expect_status(0);
     let last = out.stdout.lines().last().unwrap_or_default().to_string();
     let digest = last
@@ -30,14 +42,6 @@ fn dry_run_digest(args: &[&str]) -> String {
         .unwrap_or_else(|| panic!("no digest line in {:#?}", out));
     assert_eq!(digest.len(), 96, "{last}");
     digest.to_string()
-}
-
-fn measure_digest(args: &[&str]) -> String {
-    let mut all = vec!["measure"];
-    all.extend_from_slice(args);
-    let out = veil(&all);
-    out.expect_status(0);
-    out.stdout.trim().to_string()
 }
 
 #[test]
@@ -51,28 +55,12 @@ fn snp_ovmf_dry_run_equals_veil_measure_and_sev_snp_measure() {
     }
     for cpus in ["1", "2", "4", "16"] {
         for cpu in ["EPYC-Milan", "EPYC-Genoa"] {
-            let args = [
-                "--platform",
-                "sev-snp",
-                "--firmware",
-                OVMF,
-                "--cpus",
-                cpus,
-                "--cpu-type",
-                cpu,
-                "--memory",
-                "512M",
-            ];
+            let args = [&snp(OVMF, cpus, cpu)[..], &["--memory", "512M"]].concat();
             let dry = dry_run_digest(&args);
-            assert_eq!(dry, measure_digest(&args), "{cpus} vCPUs, {cpu}");
+            assert_eq!(dry, veil_measure(&args), "{cpus} vCPUs, {cpu}");
             if oracle {
-                let out = Command::new("sev-snp-measure")
-                    .args(["--mode", "snp", "--vcpus", cpus, "--vcpu-type", cpu])
-                    .args(["--ovmf", OVMF])
-                    .output()
-                    .expect("sev-snp-measure runs");
-                assert!(out.status.success(), "{out:?}");
-                let expected = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let expected =
+                    sev_snp_measure(&["--vcpus", cpus, "--vcpu-type", cpu, "--ovmf", OVMF]);
                 assert_eq!(dry, expected, "{cpus} vCPUs, {cpu}: sev-snp-measure");
             }
         }
@@ -97,16 +85,17 @@ fn snp_dry_run_with_debug_swap_equals_sev_snp_measure() {
         "--guest-features",
         "0x21",
     ];
-    let out = Command::new("sev-snp-measure")
-        .args(["--mode", "snp", "--vcpus", "3", "--vcpu-sig", "0xa00f11"])
-        .args(["--guest-features", "0x21", "--ovmf", OVMF])
-        .output()
-        .expect("sev-snp-measure runs");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        dry_run_digest(&args),
-        String::from_utf8_lossy(&out.stdout).trim()
-    );
+    let expected = sev_snp_measure(&[
+        "--vcpus",
+        "3",
+        "--vcpu-sig",
+        "0xa00f11",
+        "--guest-features",
+        "0x21",
+        "--ovmf",
+        OVMF,
+    ]);
+    assert_eq!(dry_run_digest(&args), expected);
 }
 
 #[test]
@@ -116,7 +105,7 @@ fn tdx_ovmf_dry_run_equals_veil_measure() {
     }
     for cpus in ["1", "2", "8"] {
         let args = ["--platform", "tdx", "--firmware", OVMF, "--cpus", cpus];
-        assert_eq!(dry_run_digest(&args), measure_digest(&args), "{cpus} vCPUs");
+        assert_eq!(dry_run_digest(&args), veil_measure(&args), "{cpus} vCPUs");
     }
 }
 
@@ -127,7 +116,7 @@ fn igvm_dry_run_equals_veil_measure_on_both_platforms() {
     }
     let dir = temp_dir("dry-run-igvm");
     let igvm = dir.join("ovmf.igvm");
-    let igvm = igvm.to_str().expect("temp paths are UTF-8");
+    let igvm = utf8(&igvm);
     let out = veil(&[
         "igvm",
         "build",
@@ -154,13 +143,13 @@ fn igvm_dry_run_equals_veil_measure_on_both_platforms() {
         ];
         assert_eq!(
             dry_run_digest(&snp),
-            measure_digest(&snp),
+            veil_measure(&snp),
             "SNP, {cpus} vCPUs"
         );
         let tdx = ["--platform", "tdx", "--igvm", igvm, "--cpus", cpus];
         assert_eq!(
             dry_run_digest(&tdx),
-            measure_digest(&tdx),
+            veil_measure(&tdx),
             "TDX, {cpus} vCPUs"
         );
     }
@@ -171,21 +160,15 @@ fn dry_run_json_lists_the_commands_and_agrees() {
     if !ovmf_present() {
         return;
     }
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--json",
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpu-type",
-        "EPYC",
-        "--policy",
-        "0x30000",
-        "--host-data",
-        &"5a".repeat(32),
-    ]);
+    let host_data = "5a".repeat(32);
+    let out = dry_run(
+        &[
+            &["--json"][..],
+            &SNP_OVMF_EPYC,
+            &["--policy", "0x30000", "--host-data", &host_data],
+        ]
+        .concat(),
+    );
     out.expect_status(0);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["platform"], "sev-snp");
@@ -203,7 +186,7 @@ fn dry_run_json_lists_the_commands_and_agrees() {
     );
     let finish = commands.last().expect("commands");
     assert!(finish.starts_with("SNP_LAUNCH_FINISH"), "{finish}");
-    assert!(finish.contains(&"5a".repeat(32)), "{finish}");
+    assert!(finish.contains(&host_data), "{finish}");
 }
 
 #[test]
@@ -212,83 +195,52 @@ fn dry_run_refuses_what_the_platform_would_refuse() {
         return;
     }
     // ReflectVC (bit 2) is not a feature KVM offers through KVM_SEV_INIT2.
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpu-type",
-        "EPYC",
-        "--guest-features",
-        "0x5",
-    ]);
-    out.expect_status(1);
-    assert!(out.stderr.contains("KVM_SEV_INIT2"), "{out:#?}");
-    assert!(out.stderr.contains("EINVAL"), "{out:#?}");
+    dry_run_fails(
+        &[&SNP_OVMF_EPYC[..], &["--guest-features", "0x5"]].concat(),
+        1,
+        &["KVM_SEV_INIT2", "EINVAL"],
+    );
     // A policy without the must-be-one bit 17.
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpu-type",
-        "EPYC",
-        "--policy",
-        "0x10000",
-    ]);
-    out.expect_status(1);
-    assert!(out.stderr.contains("SNP_LAUNCH_START"), "{out:#?}");
+    dry_run_fails(
+        &[&SNP_OVMF_EPYC[..], &["--policy", "0x10000"]].concat(),
+        1,
+        &["SNP_LAUNCH_START"],
+    );
     // TD attributes the modelled TDX module does not support.
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "tdx",
-        "--firmware",
-        OVMF,
-        "--tdx-attributes",
-        "0x10000000000",
-    ]);
-    out.expect_status(1);
-    assert!(out.stderr.contains("TD attributes"), "{out:#?}");
+    dry_run_fails(
+        &[
+            "--platform",
+            "tdx",
+            "--firmware",
+            OVMF,
+            "--tdx-attributes",
+            "0x10000000000",
+        ],
+        1,
+        &["TD attributes"],
+    );
 }
 
 #[test]
 fn dry_run_needs_a_confidential_platform_and_well_formed_values() {
-    let out = veil(&["run", "--dry-run", "--firmware", OVMF]);
-    out.expect_status(2);
-    assert!(out.stderr.contains("--platform sev-snp"), "{out:#?}");
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "tdx",
-        "--firmware",
-        OVMF,
-        "--mrowner",
-        "abcd",
-    ]);
-    out.expect_status(1);
-    assert!(
-        out.stderr.contains("--mrowner must be 96 hex digits"),
-        "{out:#?}"
+    dry_run_fails(&["--firmware", OVMF], 2, &["--platform sev-snp"]);
+    dry_run_fails(
+        &["--platform", "tdx", "--firmware", OVMF, "--mrowner", "abcd"],
+        1,
+        &["--mrowner must be 96 hex digits"],
     );
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        "/nonexistent/OVMF.fd",
-        "--cpu-type",
-        "EPYC",
-    ]);
-    out.expect_status(1);
-    assert!(out.stderr.contains("/nonexistent/OVMF.fd"), "{out:#?}");
+    dry_run_fails(
+        &[
+            "--platform",
+            "sev-snp",
+            "--firmware",
+            "/nonexistent/OVMF.fd",
+            "--cpu-type",
+            "EPYC",
+        ],
+        1,
+        &["/nonexistent/OVMF.fd"],
+    );
 }
 
 /// A P-384 key made for these tests only.
@@ -308,16 +260,7 @@ fn an_id_block_for_the_dry_run_digest_finishes_and_one_for_another_is_refused() 
     let dir = temp_dir("dry-run-id-block");
     let key = dir.join("id.pem");
     std::fs::write(&key, TEST_KEY).expect("the temp dir is writable");
-    let base = [
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpus",
-        "2",
-        "--cpu-type",
-        "EPYC-Genoa",
-    ];
+    let base = snp(OVMF, "2", "EPYC-Genoa");
     let digest = dry_run_digest(&base);
     let mut other = digest.clone().into_bytes();
     other[0] = if other[0] == b'0' { b'1' } else { b'0' };
@@ -329,24 +272,17 @@ fn an_id_block_for_the_dry_run_digest_finishes_and_one_for_another_is_refused() 
             "--measurement",
             measurement,
             "--id-key",
-            key.to_str().expect("UTF-8 path"),
+            utf8(&key),
             "--out-dir",
-            out_dir.to_str().expect("UTF-8 path"),
+            utf8(&out_dir),
         ]);
         out.expect_status(0);
     }
     let with_block = |name: &str| {
         let block = dir.join(name).join("id_block.bin");
         let auth = dir.join(name).join("id_auth.bin");
-        let mut args = vec!["run", "--dry-run"];
-        args.extend_from_slice(&base);
-        let (block, auth) = (
-            block.to_str().expect("UTF-8").to_string(),
-            auth.to_str().expect("UTF-8").to_string(),
-        );
-        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
-        args.extend(["--id-block".into(), block, "--id-auth".into(), auth]);
-        veil(&args)
+        let flags = ["--id-block", utf8(&block), "--id-auth", utf8(&auth)];
+        dry_run(&[&base[..], &flags].concat())
     };
     let good = with_block("good");
     good.expect_status(0);
@@ -364,19 +300,8 @@ fn snp_measured_direct_boot_dry_run_equals_sev_snp_measure() {
     }
     // Debian's OVMF has no KERNEL_HASHES section: use an OVMF-format image that has one.
     let dir = temp_dir("dry-run-direct-boot");
-    let image = veil_tests::ovmf_image::build(
-        0x40000,
-        &[
-            (0x80_0000, 0x9000, 1),
-            (0x80_9000, 0x1000, 2),
-            (0x80_a000, 0x1000, 3),
-            (0x80_b000, 0x1000, 0x10),
-            (0x80_c000, 0x4000, 1),
-        ],
-        0xfffc_b004,
-        Some(0x80_bc00),
-    );
-    let path = |name: &str| dir.join(name).to_str().expect("UTF-8 path").to_string();
+    let image = veil_tests::ovmf_image::with_kernel_hashes();
+    let path = |name: &str| utf8(&dir.join(name)).to_string();
     let (ovmf, kernel, initrd) = (path("OVMF-hashes.fd"), path("bzImage"), path("initrd"));
     std::fs::write(&ovmf, image).expect("writable temp dir");
     std::fs::write(
@@ -387,70 +312,50 @@ fn snp_measured_direct_boot_dry_run_equals_sev_snp_measure() {
     std::fs::write(&initrd, b"070701 initramfs ".repeat(500)).expect("writable temp dir");
     let cmdline = "console=ttyS0 quiet";
     for cpus in ["1", "4"] {
-        let dry = dry_run_digest(&[
-            "--platform",
-            "sev-snp",
-            "--firmware",
-            &ovmf,
+        let files = [
             "--kernel",
             &kernel,
             "--initramfs",
             &initrd,
             "--cmdline",
             cmdline,
-            "--cpus",
+        ];
+        let dry = dry_run_digest(&[&snp(&ovmf, cpus, "EPYC-Milan")[..], &files].concat());
+        let expected = sev_snp_measure(&[
+            "--vcpus",
             cpus,
-            "--cpu-type",
+            "--vcpu-type",
             "EPYC-Milan",
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--append",
+            cmdline,
         ]);
-        let out = Command::new("sev-snp-measure")
-            .args([
-                "--mode",
-                "snp",
-                "--vcpus",
-                cpus,
-                "--vcpu-type",
-                "EPYC-Milan",
-            ])
-            .args(["--ovmf", &ovmf, "--kernel", &kernel, "--initrd", &initrd])
-            .args(["--append", cmdline])
-            .output()
-            .expect("sev-snp-measure runs");
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(
-            dry,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "{cpus} vCPUs"
-        );
+        assert_eq!(dry, expected, "{cpus} vCPUs");
     }
 }
 
 #[test]
 fn platform_specific_flags_are_refused_on_the_other_platform() {
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "tdx",
-        "--firmware",
-        OVMF,
-        "--policy",
-        "0x30000",
-    ]);
-    out.expect_status(2);
-    assert!(out.stderr.contains("--tdx-attributes"), "{out:#?}");
-    let out = veil(&[
-        "run",
-        "--dry-run",
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpu-type",
-        "EPYC",
-        "--tdx-xfam",
-        "0x7",
-    ]);
-    out.expect_status(2);
-    assert!(out.stderr.contains("--platform tdx"), "{out:#?}");
+    dry_run_fails(
+        &[
+            "--platform",
+            "tdx",
+            "--firmware",
+            OVMF,
+            "--policy",
+            "0x30000",
+        ],
+        2,
+        &["--tdx-attributes"],
+    );
+    dry_run_fails(
+        &[&SNP_OVMF_EPYC[..], &["--tdx-xfam", "0x7"]].concat(),
+        2,
+        &["--platform tdx"],
+    );
 }

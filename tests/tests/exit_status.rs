@@ -1,13 +1,7 @@
 //! How guests end `veil`: the debug-exit value, reset and shutdown as 0, failures as 1 with the
 //! vCPU's registers printed.
 
-use veil_tests::{code, temp_dir, tiny_pvh_kernel, veil, write_file};
-
-fn run_tiny(name: &str, code32: &[u8]) -> veil_tests::Output {
-    let dir = temp_dir(name);
-    let kernel = write_file(&dir, "kernel", &tiny_pvh_kernel(code32));
-    veil(&["run", "--kernel", kernel.to_str().unwrap()])
-}
+use veil_tests::{code, run_tiny, veil};
 
 #[test]
 fn debug_exit_value_is_the_exit_status() {

@@ -85,11 +85,7 @@ fn id_block_agrees_with_sev_snp_measure_and_signatures_verify_independently() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    veil_tests::assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let qemu = stdout.lines().next().unwrap().to_string();
     assert!(qemu.starts_with("id-block=") && qemu.contains(",id-auth="));

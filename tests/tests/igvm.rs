@@ -5,45 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+use veil_tests::{OVMF, have_tool, ovmf_present, sev_snp_measure, utf8, veil_fails, veil_measure};
 
-fn veil(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(veil_tests::bin("veil"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (ok, out, err) = veil(args);
-    assert!(ok, "veil {args:?} failed: {err}");
-    out
-}
-
-fn have_ovmf() -> bool {
-    let there = Path::new(OVMF).is_file();
-    if !there {
-        eprintln!("skipped: {OVMF} is missing (apt-get install ovmf)");
-    }
-    there
-}
-
+/// `veil igvm build -o dir/name <extra>`; returns the file's path.
 fn build(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    let mut args = vec!["igvm", "build", "-o", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    ok(&args);
+    let args = [&["igvm", "build", "-o", utf8(&out)][..], extra].concat();
+    let run = veil_tests::veil(&args);
+    assert_eq!(run.status, Some(0), "veil {args:?} failed: {run:#?}");
     out
 }
 
 #[test]
 fn igvm_round_trip_snp_equals_direct_ovmf_and_agrees_with_sev_snp_measure() {
-    if !have_ovmf() {
+    if !ovmf_present() {
         return;
     }
     let dir = veil_tests::scratch_dir("igvm-snp");
@@ -60,30 +35,15 @@ fn igvm_round_trip_snp_equals_direct_ovmf_and_agrees_with_sev_snp_measure() {
                 cpu,
             ],
         );
-        let f = f.to_str().unwrap();
+        let f = utf8(&f);
         for vcpus in ["1", "4"] {
             let common = ["--platform", "sev-snp", "--cpu-type", cpu, "--cpus", vcpus];
-            let mut a = vec!["measure", "--igvm", f];
-            a.extend_from_slice(&common);
-            let via_igvm = ok(&a);
-            let mut d = vec!["measure", "--firmware", OVMF];
-            d.extend_from_slice(&common);
-            assert_eq!(via_igvm, ok(&d), "cpu type {cpu}, {vcpus} vCPUs");
-            if veil_tests::have_tool("sev-snp-measure") {
-                let out = Command::new("sev-snp-measure")
-                    .args([
-                        "--mode",
-                        "snp",
-                        "--vcpus",
-                        vcpus,
-                        "--vcpu-type",
-                        cpu,
-                        "--ovmf",
-                        OVMF,
-                    ])
-                    .output()
-                    .unwrap();
-                let oracle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let via_igvm = veil_measure(&[&["--igvm", f][..], &common].concat());
+            let direct = veil_measure(&[&["--firmware", OVMF][..], &common].concat());
+            assert_eq!(via_igvm, direct, "cpu type {cpu}, {vcpus} vCPUs");
+            if have_tool("sev-snp-measure") {
+                let oracle =
+                    sev_snp_measure(&["--vcpus", vcpus, "--vcpu-type", cpu, "--ovmf", OVMF]);
                 assert_eq!(oracle, via_igvm, "cpu type {cpu}, {vcpus} vCPUs");
             } else {
                 eprintln!("note: sev-snp-measure missing; compared with the direct launch only");
@@ -114,7 +74,7 @@ fn igvm_round_trip_snp_with_kernel_hashes_equals_direct_and_agrees_with_sev_snp_
     .unwrap();
     let kernel = dir.join("vmlinuz");
     std::fs::write(&kernel, vec![0x5a; 12345]).unwrap();
-    let (o, k) = (ovmf.to_str().unwrap(), kernel.to_str().unwrap());
+    let (o, k) = (utf8(&ovmf), utf8(&kernel));
     let common = [
         "--cpu-type",
         "EPYC-Milan",
@@ -123,45 +83,34 @@ fn igvm_round_trip_snp_with_kernel_hashes_equals_direct_and_agrees_with_sev_snp_
         "--cmdline",
         "quiet",
     ];
-    let mut b = vec!["--firmware", o, "--platform", "sev-snp"];
-    b.extend_from_slice(&common);
+    let b = [&["--firmware", o, "--platform", "sev-snp"][..], &common].concat();
     let f = build(&dir, "hashes.igvm", &b);
-    let via_igvm = ok(&[
-        "measure",
-        "--igvm",
-        f.to_str().unwrap(),
-        "--cpu-type",
-        "EPYC-Milan",
-    ]);
-    let mut d = vec!["measure", "--firmware", o];
-    d.extend_from_slice(&common);
-    assert_eq!(via_igvm, ok(&d));
-    if veil_tests::have_tool("sev-snp-measure") {
-        let out = Command::new("sev-snp-measure")
-            .args([
-                "--mode",
-                "snp",
-                "--vcpus",
-                "1",
-                "--vcpu-type",
-                "EPYC-Milan",
-                "--ovmf",
-                o,
-                "--kernel",
-                k,
-                "--append",
-                "quiet",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), via_igvm);
+    let via_igvm = veil_measure(&["--igvm", utf8(&f), "--cpu-type", "EPYC-Milan"]);
+    assert_eq!(
+        via_igvm,
+        veil_measure(&[&["--firmware", o][..], &common].concat())
+    );
+    if have_tool("sev-snp-measure") {
+        let oracle = sev_snp_measure(&[
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf",
+            o,
+            "--kernel",
+            k,
+            "--append",
+            "quiet",
+        ]);
+        assert_eq!(oracle, via_igvm);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn igvm_round_trip_tdx_mrtd_and_plain_digest_equal_direct_ovmf() {
-    if !have_ovmf() {
+    if !ovmf_present() {
         return;
     }
     let dir = veil_tests::scratch_dir("igvm-tdx");
@@ -177,45 +126,29 @@ fn igvm_round_trip_tdx_mrtd_and_plain_digest_equal_direct_ovmf() {
             "EPYC",
         ],
     );
-    let f = f.to_str().unwrap();
+    let f = utf8(&f);
+    // The file and the firmware it wraps, with the same flags.
+    let both = |flags: &[&str]| {
+        (
+            veil_measure(&[&["--igvm", f][..], flags].concat()),
+            veil_measure(&[&["--firmware", OVMF][..], flags].concat()),
+        )
+    };
     for cpus in ["1", "4"] {
-        let via = ok(&["measure", "--igvm", f, "--platform", "tdx", "--cpus", cpus]);
-        let direct = ok(&[
-            "measure",
-            "--firmware",
-            OVMF,
-            "--platform",
-            "tdx",
-            "--cpus",
-            cpus,
-        ]);
+        let (via, direct) = both(&["--platform", "tdx", "--cpus", cpus]);
         assert_eq!(via, direct, "TDX MRTD, {cpus} vCPUs");
         assert_eq!(via.len(), 96);
     }
-    let via = ok(&["measure", "--igvm", f, "--platform", "none"]);
-    assert_eq!(
-        via,
-        ok(&["measure", "--firmware", OVMF, "--platform", "none"])
-    );
-    let via = ok(&[
-        "measure",
-        "--igvm",
-        f,
-        "--platform",
-        "sev-snp",
-        "--cpu-type",
-        "EPYC",
-    ]);
-    assert_eq!(
-        via,
-        ok(&["measure", "--firmware", OVMF, "--cpu-type", "EPYC"])
-    );
+    let (via, direct) = both(&["--platform", "none"]);
+    assert_eq!(via, direct);
+    let (via, direct) = both(&["--platform", "sev-snp", "--cpu-type", "EPYC"]);
+    assert_eq!(via, direct);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn broken_igvm_files_are_refused_naming_file_and_defect() {
-    if !have_ovmf() {
+    if !ovmf_present() {
         return;
     }
     let dir = veil_tests::scratch_dir("igvm-bad");
@@ -224,25 +157,20 @@ fn broken_igvm_files_are_refused_naming_file_and_defect() {
     let case = |name: &str, data: &[u8], platform: &str, expect: &str| {
         let p = dir.join(name);
         std::fs::write(&p, data).unwrap();
-        let (ok, _, err) = veil(&[
-            "measure",
-            "--igvm",
-            p.to_str().unwrap(),
-            "--platform",
-            platform,
-            "--cpu-type",
-            "EPYC",
-        ]);
-        assert!(!ok, "{name} was accepted");
-        assert!(
-            err.contains(name),
-            "{name}: error does not name the file: {err}"
+        let out = veil_fails(
+            &[
+                "measure",
+                "--igvm",
+                utf8(&p),
+                "--platform",
+                platform,
+                "--cpu-type",
+                "EPYC",
+            ],
+            1,
+            &[name, expect],
         );
-        assert!(
-            err.contains(expect),
-            "{name}: expected {expect:?} in: {err}"
-        );
-        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(!out.stderr.contains("panicked"), "{name}: {out:#?}");
     };
     case(
         "truncated.igvm",
@@ -310,7 +238,7 @@ fn crc32(data: &[u8]) -> u32 {
 
 #[test]
 fn igvm_build_embeds_a_signed_id_block_for_its_own_snp_digest() {
-    if !have_ovmf() || !veil_tests::have_tool("openssl") {
+    if !ovmf_present() || !have_tool("openssl") {
         eprintln!("skipped: needs {OVMF} and openssl (to make keys)");
         return;
     }
@@ -337,15 +265,14 @@ fn igvm_build_embeds_a_signed_id_block_for_its_own_snp_digest() {
             "--cpus",
             "2",
             "--id-key",
-            id_key.to_str().unwrap(),
+            utf8(&id_key),
             "--author-key",
-            author_key.to_str().unwrap(),
+            utf8(&author_key),
         ],
     );
-    let digest = ok(&[
-        "measure",
+    let digest = veil_measure(&[
         "--igvm",
-        f.to_str().unwrap(),
+        utf8(&f),
         "--cpu-type",
         "EPYC-Milan",
         "--cpus",

@@ -1,13 +1,11 @@
 //! Device interrupts reach the guest: UART -> IOAPIC (Veil's, split irqchip) -> MSI -> the
 //! in-kernel local APIC -> the guest's IDT.
 
-use veil_tests::{code, temp_dir, tiny_pvh_kernel, veil, write_file};
+use veil_tests::{code, run_tiny};
 
 #[test]
 fn serial_interrupt_is_delivered_through_the_ioapic() {
-    let dir = temp_dir("serial-irq");
-    let kernel = write_file(&dir, "kernel", &tiny_pvh_kernel(&code::serial_interrupt()));
-    let out = veil(&["run", "--kernel", kernel.to_str().unwrap()]);
+    let out = run_tiny("serial-irq", &code::serial_interrupt());
     out.expect_status(0x33);
     assert_eq!(out.stdout, "!");
 }

@@ -4,12 +4,12 @@
 
 mod jailer_common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use jailer_common::{Case, PROBE, host_has, report};
+use jailer_common::{Case, PROBE, host_has, report, report_of, start_waiting};
+use veil_tests::assert_success;
 
 #[test]
 fn jailed_probe_sees_only_its_jail_as_the_given_user() {
@@ -81,30 +81,18 @@ fn jailed_probe_sits_in_its_v1_cgroups_with_the_limits_applied() {
     else {
         return;
     };
-    let mut child = case
-        .jailer(Path::new(PROBE), 1000, 1000)
-        .args(["--cgroup", "pids.max=3", "--cgroup", "cpu.shares=256"])
-        .args([
-            "--resource-limit",
-            "no-file=64",
-            "--resource-limit",
-            "fsize=1048576",
-        ])
-        .args(["--", "--forks", "10", "--wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut text = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        text += &line;
-        text += "\n";
-        if line.starts_with("forks=") {
-            break;
-        }
-    }
+    let (mut child, text) = start_waiting(
+        case.jailer(Path::new(PROBE), 1000, 1000)
+            .args(["--cgroup", "pids.max=3", "--cgroup", "cpu.shares=256"])
+            .args([
+                "--resource-limit",
+                "no-file=64",
+                "--resource-limit",
+                "fsize=1048576",
+            ])
+            .args(["--", "--forks", "10", "--wait"]),
+        "forks=",
+    );
     let r = report(&text);
     // Exec in place: the jailed program has the jailer's pid; look at it from the host.
     let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
@@ -135,24 +123,18 @@ fn cgroup_limits_are_written_where_the_process_sits() {
     let Some(case) = Case::new("cgroup_limits_are_written_where_the_process_sits") else {
         return;
     };
-    let mut child = case
-        .jailer(Path::new(PROBE), 1000, 1000)
-        .args([
-            "--cgroup",
-            "pids.max=7",
-            "--cgroup",
-            "cpu.cfs_quota_us=50000",
-        ])
-        .args(["--cgroup", "cpuset.cpus=0"])
-        .args(["--", "--wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut child, first) = start_waiting(
+        case.jailer(Path::new(PROBE), 1000, 1000)
+            .args([
+                "--cgroup",
+                "pids.max=7",
+                "--cgroup",
+                "cpu.cfs_quota_us=50000",
+            ])
+            .args(["--cgroup", "cpuset.cpus=0"])
+            .args(["--", "--wait"]),
+        "",
+    );
     assert!(first.starts_with("uid="), "{first}");
     let dir = |ctrl: &str| {
         Path::new("/sys/fs/cgroup")
@@ -209,32 +191,21 @@ fn cgroup_v2_limit_where_the_host_offers_the_controller() {
         );
         return;
     };
-    let mut child = case
-        .jailer(Path::new(PROBE), 1000, 1000)
-        .args([
-            "--cgroup-version",
-            "2",
-            "--cgroup",
-            &format!("{key}={value}"),
-        ])
-        .args(["--", "--wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut child, _) = start_waiting(
+        case.jailer(Path::new(PROBE), 1000, 1000)
+            .args([
+                "--cgroup-version",
+                "2",
+                "--cgroup",
+                &format!("{key}={value}"),
+            ])
+            .args(["--", "--wait"])
+            .stderr(Stdio::piped()),
+        "",
+    );
     let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
     drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&child.wait_with_output().unwrap());
     let want = format!("0::/{}/{}", case.parent_cgroup, case.id);
     assert!(
         cgroups.lines().any(|l| l == want),
@@ -268,18 +239,11 @@ fn jailed_probe_joins_the_network_namespace() {
         }
     }
     let netns = Netns(name);
-    let out = case
-        .jailer(Path::new(PROBE), 1000, 1000)
-        .arg("--netns")
-        .arg(Path::new("/var/run/netns").join(&netns.0))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = report_of(
+        case.jailer(Path::new(PROBE), 1000, 1000)
+            .arg("--netns")
+            .arg(Path::new("/var/run/netns").join(&netns.0)),
     );
-    let r = report(&String::from_utf8_lossy(&out.stdout));
     // A new network namespace holds only its own loopback device.
     assert_eq!(r["interfaces"], "lo");
 }
@@ -289,17 +253,10 @@ fn new_pid_ns_makes_the_program_pid_1_and_writes_a_pid_file() {
     let Some(case) = Case::new("new_pid_ns_makes_the_program_pid_1_and_writes_a_pid_file") else {
         return;
     };
-    let out = case
-        .jailer(Path::new(PROBE), 1000, 1000)
-        .arg("--new-pid-ns")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = report_of(
+        case.jailer(Path::new(PROBE), 1000, 1000)
+            .arg("--new-pid-ns"),
     );
-    let r = report(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(r["pid"], "1");
     let pid_file = case.root("jail_probe").join("jail_probe.pid");
     let host_pid: u32 = std::fs::read_to_string(&pid_file)
@@ -320,11 +277,7 @@ fn daemonize_detaches_and_silences_stdio() {
         .args(["--daemonize", "--", "--out", "/report"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
     let text = std::fs::read_to_string(case.root("jail_probe").join("report")).unwrap();
     let r = report(&text);

@@ -2,9 +2,7 @@
 //! fails before creating anything and names what is missing; `veil host-check --platform`
 //! reports the same facts. (On a capable host these tests are skipped with the reason.)
 
-use veil_tests::veil;
-
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+use veil_tests::{OVMF, ovmf_present, veil};
 
 /// `None` when this host can run `platform` (the refusal cannot be tested here).
 fn missing_pieces(platform: &str) -> Option<String> {
@@ -56,8 +54,7 @@ fn the_refusal_happens_with_a_real_payload_too() {
     let Some(_) = missing_pieces("sev-snp") else {
         return;
     };
-    if !std::path::Path::new(OVMF).is_file() {
-        eprintln!("skipped: {OVMF} is missing");
+    if !ovmf_present() {
         return;
     }
     let out = veil(&[

@@ -2,17 +2,7 @@
 
 use std::process::Command;
 
-fn veil(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(veil_tests::bin("veil"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use veil_tests::{OVMF, ovmf_present, utf8, veil_fails, veil_measure};
 
 fn bzimage() -> Vec<u8> {
     let mut k = vec![0u8; 0x6000];
@@ -32,23 +22,9 @@ fn plain_direct_boot_digest_is_reproducible_and_depends_on_every_input() {
     let initrd = dir.join("initrd");
     std::fs::write(&kernel, bzimage()).unwrap();
     std::fs::write(&initrd, vec![3u8; 50_000]).unwrap();
-    let (k, i) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
-    let base = [
-        "measure",
-        "--platform",
-        "none",
-        "--kernel",
-        k,
-        "--initramfs",
-        i,
-    ];
-    let run = |extra: &[&str]| {
-        let mut a = base.to_vec();
-        a.extend_from_slice(extra);
-        let (code, out, err) = veil(&a);
-        assert_eq!(code, Some(0), "{err}");
-        out
-    };
+    let (k, i) = (utf8(&kernel), utf8(&initrd));
+    let base = ["--platform", "none", "--kernel", k, "--initramfs", i];
+    let run = |extra: &[&str]| veil_measure(&[&base[..], extra].concat());
     let d1 = run(&["--cmdline", "console=ttyS0"]);
     assert_eq!(d1.len(), 96);
     assert_eq!(d1, run(&["--cmdline", "console=ttyS0"]));
@@ -60,30 +36,12 @@ fn plain_direct_boot_digest_is_reproducible_and_depends_on_every_input() {
 
 #[test]
 fn json_output_lists_inputs_with_their_hashes() {
-    if !std::path::Path::new("/usr/share/ovmf/OVMF.fd").is_file() {
-        eprintln!("skipped: /usr/share/ovmf/OVMF.fd is missing");
+    if !ovmf_present() {
         return;
     }
-    let (code, out, err) = veil(&[
-        "measure",
-        "--firmware",
-        "/usr/share/ovmf/OVMF.fd",
-        "--cpu-type",
-        "EPYC",
-        "--cpus",
-        "2",
-        "--json",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
-    let (_, plain, _) = veil(&[
-        "measure",
-        "--firmware",
-        "/usr/share/ovmf/OVMF.fd",
-        "--cpu-type",
-        "EPYC",
-        "--cpus",
-        "2",
-    ]);
+    let args = ["--firmware", OVMF, "--cpu-type", "EPYC", "--cpus", "2"];
+    let out = veil_measure(&[&args[..], &["--json"]].concat());
+    let plain = veil_measure(&args);
     assert!(out.contains(&format!("\"digest\": \"{plain}\"")), "{out}");
     assert!(
         out.contains("\"role\": \"firmware\"") && out.contains("\"sha384\""),
@@ -97,56 +55,47 @@ fn payloads_without_what_the_platform_needs_are_clear_errors() {
     let dir = veil_tests::scratch_dir("measure-bad");
     let not_ovmf = dir.join("blank.fd");
     std::fs::write(&not_ovmf, vec![0u8; 0x10000]).unwrap();
-    let p = not_ovmf.to_str().unwrap();
+    let p = utf8(&not_ovmf);
     for platform in ["sev-snp", "tdx"] {
-        let (code, _, err) = veil(&[
-            "measure",
-            "--platform",
-            platform,
-            "--firmware",
-            p,
-            "--cpu-type",
-            "EPYC",
-        ]);
-        assert_eq!(code, Some(1));
-        assert!(
-            err.contains("blank.fd") && err.contains("footer GUID table"),
-            "{platform}: {err}"
+        veil_fails(
+            &[
+                "measure",
+                "--platform",
+                platform,
+                "--firmware",
+                p,
+                "--cpu-type",
+                "EPYC",
+            ],
+            1,
+            &["blank.fd", "footer GUID table"],
         );
     }
     let odd = dir.join("odd.fd");
     std::fs::write(&odd, vec![0u8; 1000]).unwrap();
-    let (code, _, err) = veil(&[
-        "measure",
-        "--firmware",
-        odd.to_str().unwrap(),
-        "--cpu-type",
-        "EPYC",
-    ]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("odd.fd") && err.contains("multiple of 4 KiB"),
-        "{err}"
+    veil_fails(
+        &["measure", "--firmware", utf8(&odd), "--cpu-type", "EPYC"],
+        1,
+        &["odd.fd", "multiple of 4 KiB"],
     );
-    let (code, _, err) = veil(&["measure", "--firmware", p]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("--cpu-type"), "{err}");
-    let (code, _, err) = veil(&[
-        "measure",
-        "--firmware",
-        "/no/such/file.fd",
-        "--cpu-type",
-        "EPYC",
-    ]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("/no/such/file.fd"), "{err}");
+    veil_fails(&["measure", "--firmware", p], 1, &["--cpu-type"]);
+    veil_fails(
+        &[
+            "measure",
+            "--firmware",
+            "/no/such/file.fd",
+            "--cpu-type",
+            "EPYC",
+        ],
+        1,
+        &["/no/such/file.fd"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn tdx_trace_shows_page_add_then_mr_extend_per_page_and_ends_at_mrtd() {
-    if !std::path::Path::new("/usr/share/ovmf/OVMF.fd").is_file() {
-        eprintln!("skipped: /usr/share/ovmf/OVMF.fd is missing");
+    if !ovmf_present() {
         return;
     }
     let out = Command::new(veil_tests::bin("veil"))
@@ -155,7 +104,7 @@ fn tdx_trace_shows_page_add_then_mr_extend_per_page_and_ends_at_mrtd() {
             "--platform",
             "tdx",
             "--firmware",
-            "/usr/share/ovmf/OVMF.fd",
+            OVMF,
             "--trace",
         ])
         .output()

@@ -4,41 +4,55 @@
 use std::path::Path;
 use std::process::Command;
 
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+use veil_tests::{
+    OVMF, SNP_OVMF_EPYC, have_tool, ovmf_present, sev_snp_measure, veil_fails, veil_measure,
+};
 
 fn ready() -> bool {
-    if !veil_tests::have_tool("sev-snp-measure") {
+    if !have_tool("sev-snp-measure") {
         eprintln!("skipped: sev-snp-measure is not installed (pip install sev-snp-measure)");
         return false;
     }
-    if !Path::new(OVMF).is_file() {
-        eprintln!("skipped: {OVMF} is missing (apt-get install ovmf)");
-        return false;
-    }
-    true
-}
-
-fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().expect("the command starts");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    ovmf_present()
 }
 
 /// Runs both tools; `veil` gets `veil_args`, the oracle `oracle_args`; returns both digests.
 fn both(veil_args: &[&str], oracle_args: &[&str]) -> (String, String) {
-    let (ok, veil, err) = run(Command::new(veil_tests::bin("veil"))
-        .args(["measure", "--platform", "sev-snp"])
-        .args(veil_args));
-    assert!(ok, "veil measure {veil_args:?} failed: {err}");
-    let (ok, oracle, err) = run(Command::new("sev-snp-measure")
-        .args(["--mode", "snp"])
-        .args(oracle_args));
-    assert!(ok, "sev-snp-measure {oracle_args:?} failed: {err}");
+    let veil = veil_measure(&[&["--platform", "sev-snp"][..], veil_args].concat());
+    let oracle = sev_snp_measure(oracle_args);
     assert_eq!(veil.len(), 96, "veil printed {veil:?}");
     (veil, oracle)
+}
+
+/// Both tools' digests for `firmware` with `vcpus` vCPUs of `cpu_type`, plus `extra` flags the
+/// two tools spell alike.
+fn both_for(firmware: &str, vcpus: &str, cpu_type: &str, extra: &[&str]) -> (String, String) {
+    both(
+        &[
+            &[
+                "--firmware",
+                firmware,
+                "--cpus",
+                vcpus,
+                "--cpu-type",
+                cpu_type,
+            ][..],
+            extra,
+        ]
+        .concat(),
+        &[
+            &[
+                "--ovmf",
+                firmware,
+                "--vcpus",
+                vcpus,
+                "--vcpu-type",
+                cpu_type,
+            ][..],
+            extra,
+        ]
+        .concat(),
+    )
 }
 
 #[test]
@@ -48,10 +62,7 @@ fn agrees_with_sev_snp_measure_for_debian_ovmf_across_vcpus_and_cpu_types() {
     }
     for vcpus in ["1", "2", "4", "16"] {
         for cpu in ["EPYC", "EPYC-Milan", "EPYC-Genoa"] {
-            let (veil, oracle) = both(
-                &["--firmware", OVMF, "--cpus", vcpus, "--cpu-type", cpu],
-                &["--ovmf", OVMF, "--vcpus", vcpus, "--vcpu-type", cpu],
-            );
+            let (veil, oracle) = both_for(OVMF, vcpus, cpu, &[]);
             assert_eq!(veil, oracle, "vcpus {vcpus}, cpu type {cpu}");
         }
     }
@@ -112,18 +123,7 @@ fn agrees_with_sev_snp_measure_with_kernel_hashes_on_an_ovmf_with_the_section() 
     }
     let dir = veil_tests::scratch_dir("snp-kernel-hashes");
     let (kernel, initrd) = write_direct_boot_files(&dir);
-    let image = veil_tests::ovmf_image::build(
-        0x40000,
-        &[
-            (0x80_0000, 0x9000, 1),
-            (0x80_9000, 0x1000, 2),
-            (0x80_a000, 0x1000, 3),
-            (0x80_b000, 0x1000, 0x10),
-            (0x80_c000, 0x4000, 1),
-        ],
-        0xfffc_b004,
-        Some(0x80_bc00),
-    );
+    let image = veil_tests::ovmf_image::with_kernel_hashes();
     let ovmf = dir.join("OVMF-hashes.fd");
     std::fs::write(&ovmf, image).unwrap();
     let ovmf = ovmf.display().to_string();
@@ -141,64 +141,15 @@ fn agrees_with_sev_snp_measure_with_kernel_hashes_on_an_ovmf_with_the_section() 
     ];
     for extra in cases {
         for vcpus in ["1", "4"] {
-            let mut v = vec![
-                "--firmware",
-                ovmf.as_str(),
-                "--cpus",
-                vcpus,
-                "--cpu-type",
-                "EPYC-Milan",
-            ];
-            v.extend_from_slice(extra);
-            let mut o = vec![
-                "--ovmf",
-                ovmf.as_str(),
-                "--vcpus",
-                vcpus,
-                "--vcpu-type",
-                "EPYC-Milan",
-            ];
-            o.extend_from_slice(extra);
-            let (veil, oracle) = both(&v, &o);
+            let (veil, oracle) = both_for(&ovmf, vcpus, "EPYC-Milan", extra);
             assert_eq!(veil, oracle, "direct boot {extra:?}, vcpus {vcpus}");
         }
     }
     // Without a kernel the section is imported as zero pages: still in agreement.
-    let (veil, oracle) = both(
-        &[
-            "--firmware",
-            &ovmf,
-            "--cpus",
-            "2",
-            "--cpu-type",
-            "EPYC-Genoa",
-        ],
-        &["--ovmf", &ovmf, "--vcpus", "2", "--vcpu-type", "EPYC-Genoa"],
-    );
+    let (veil, oracle) = both_for(&ovmf, "2", "EPYC-Genoa", &[]);
     assert_eq!(veil, oracle, "no kernel, section present");
     // And the kernel's bytes matter.
-    let (with_kernel, _) = both(
-        &[
-            "--firmware",
-            &ovmf,
-            "--cpus",
-            "2",
-            "--cpu-type",
-            "EPYC-Genoa",
-            "--kernel",
-            &kernel,
-        ],
-        &[
-            "--ovmf",
-            &ovmf,
-            "--vcpus",
-            "2",
-            "--vcpu-type",
-            "EPYC-Genoa",
-            "--kernel",
-            &kernel,
-        ],
-    );
+    let (with_kernel, _) = both_for(&ovmf, "2", "EPYC-Genoa", &["--kernel", &kernel]);
     assert_ne!(with_kernel, veil);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -219,39 +170,18 @@ fn kernel_hashes_on_debian_ovmf_fail_as_in_sev_snp_measure_naming_file_and_secti
     }
     let dir = veil_tests::scratch_dir("snp-no-hashes");
     let (kernel, _) = write_direct_boot_files(&dir);
-    let (ok, _, err) = run(Command::new(veil_tests::bin("veil")).args([
-        "measure",
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpu-type",
-        "EPYC",
-        "--kernel",
-        &kernel,
-    ]));
-    assert!(
-        !ok,
-        "veil accepted a kernel for an OVMF without KERNEL_HASHES"
+    veil_fails(
+        &[&["measure"][..], &SNP_OVMF_EPYC, &["--kernel", &kernel]].concat(),
+        1,
+        &[OVMF, "KERNEL_HASHES"],
     );
+    let oracle = Command::new("sev-snp-measure")
+        .args(["--mode", "snp", "--ovmf", OVMF, "--vcpus", "1"])
+        .args(["--vcpu-type", "EPYC", "--kernel", &kernel])
+        .output()
+        .expect("sev-snp-measure starts");
     assert!(
-        err.contains(OVMF) && err.contains("KERNEL_HASHES"),
-        "stderr: {err}"
-    );
-    let (ok, _, _) = run(Command::new("sev-snp-measure").args([
-        "--mode",
-        "snp",
-        "--ovmf",
-        OVMF,
-        "--vcpus",
-        "1",
-        "--vcpu-type",
-        "EPYC",
-        "--kernel",
-        &kernel,
-    ]));
-    assert!(
-        !ok,
+        !oracle.status.success(),
         "sev-snp-measure is expected to refuse the same request"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -259,8 +189,7 @@ fn kernel_hashes_on_debian_ovmf_fail_as_in_sev_snp_measure_naming_file_and_secti
 
 #[test]
 fn trace_lists_every_measured_page_and_ends_at_the_digest() {
-    if !Path::new(OVMF).is_file() {
-        eprintln!("skipped: {OVMF} is missing");
+    if !ovmf_present() {
         return;
     }
     let out = Command::new(veil_tests::bin("veil"))

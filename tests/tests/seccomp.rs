@@ -144,20 +144,23 @@ fn every_thread_of_a_running_guest_is_filtered() {
     }
 }
 
-#[test]
-fn log_level_filters_every_thread_too() {
-    let vm = start_long_probe(2, &["--seccomp", "log"]);
+/// Runs a 2-vCPU probe with `--seccomp level` and asserts that each of its three threads is in
+/// seccomp `mode` (the `Seccomp:` field of its status: 0 none, 2 filter).
+fn every_thread_in_mode(level: &str, mode: &str) {
+    let vm = start_long_probe(2, &["--seccomp", level]);
     let modes = thread_seccomp_modes(vm.0.id());
     assert_eq!(modes.len(), 3, "{modes:?}");
-    assert!(modes.iter().all(|(_, m)| m == "2"), "{modes:?}");
+    assert!(modes.iter().all(|(_, m)| m == mode), "{modes:?}");
+}
+
+#[test]
+fn log_level_filters_every_thread_too() {
+    every_thread_in_mode("log", "2");
 }
 
 #[test]
 fn off_leaves_every_thread_unfiltered() {
-    let vm = start_long_probe(2, &["--seccomp", "off"]);
-    let modes = thread_seccomp_modes(vm.0.id());
-    assert_eq!(modes.len(), 3, "{modes:?}");
-    assert!(modes.iter().all(|(_, m)| m == "0"), "{modes:?}");
+    every_thread_in_mode("off", "0");
 }
 
 #[test]
@@ -183,13 +186,7 @@ fn the_probe_passes_under_every_level() {
 fn a_crashing_guest_is_reported_under_the_filters() {
     // The crash path reads the registers (KVM_GET_REGS/SREGS) on the vCPU thread and the main
     // thread prints them: both must be allowed.
-    let dir = veil_tests::temp_dir("seccomp-crash");
-    let kernel = veil_tests::write_file(
-        &dir,
-        "triple",
-        &veil_tests::tiny_pvh_kernel(veil_tests::code::TRIPLE_FAULT),
-    );
-    let out = veil(&["run", "--kernel", kernel.to_str().unwrap()]);
+    let out = veil_tests::run_tiny("seccomp-crash", veil_tests::code::TRIPLE_FAULT);
     out.expect_status(1);
     assert!(out.stderr.contains("triple fault"), "{out:#?}");
     assert!(out.stderr.contains("rip"), "{out:#?}");
@@ -197,10 +194,7 @@ fn a_crashing_guest_is_reported_under_the_filters() {
 
 #[test]
 fn a_bad_level_is_a_usage_error() {
-    let out = veil(&["run", "--seccomp", "strict"]);
-    out.expect_status(2);
-    assert!(out.stderr.contains("--seccomp"), "{out:#?}");
-    assert!(out.stderr.contains("strict"), "{out:#?}");
+    veil_tests::veil_fails(&["run", "--seccomp", "strict"], 2, &["--seccomp", "strict"]);
 }
 
 #[test]

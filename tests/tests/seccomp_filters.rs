@@ -64,6 +64,19 @@ fn allowed(role: Role, body: fn() -> i32) {
     );
 }
 
+/// A fork-like clone (no CLONE_THREAD), for a filter that must kill it; should the filter wrongly
+/// let it through, the new process leaves at once and the caller returns 2.
+fn fork_like_clone() -> i32 {
+    // SAFETY: a raw clone without CLONE_VM: the new process has its own copy of memory and only
+    // calls _exit.
+    let r = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+    if r == 0 {
+        // SAFETY: leaving the unexpected grandchild.
+        unsafe { libc::_exit(3) };
+    }
+    2
+}
+
 /// `errno` of the last failed call.
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -275,15 +288,7 @@ fn device_workers_may_do_backend_io_over_unix_sockets_only() {
         2
     });
     // A worker does not start threads or processes.
-    killed(Role::DeviceWorker, || {
-        // SAFETY: a fork-like clone; if the filter wrongly allowed it, both sides exit at once.
-        let r = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
-        if r == 0 {
-            // SAFETY: leaving the unexpected grandchild.
-            unsafe { libc::_exit(3) };
-        }
-        2
-    });
+    killed(Role::DeviceWorker, fork_like_clone);
 }
 
 #[test]
@@ -307,15 +312,7 @@ fn the_vmm_thread_may_activate_devices_and_start_threads_only() {
         ioctl(KVM_CREATE_VM);
         2
     });
-    killed(Role::Vmm, || {
-        // SAFETY: a fork-like clone (no CLONE_THREAD); if allowed, both sides exit at once.
-        let r = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
-        if r == 0 {
-            // SAFETY: leaving the unexpected grandchild.
-            unsafe { libc::_exit(3) };
-        }
-        2
-    });
+    killed(Role::Vmm, fork_like_clone);
 }
 
 #[test]

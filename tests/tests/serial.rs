@@ -1,26 +1,18 @@
 //! The serial console goes to stdout, a file, or nowhere.
 
-use veil_tests::{code, temp_dir, tiny_pvh_kernel, veil, write_file};
+use veil_tests::{code, run_tiny, temp_dir, veil};
 
 #[test]
 fn serial_to_stdout_carries_the_guests_bytes() {
-    let dir = temp_dir("serial-stdout");
-    let kernel = write_file(&dir, "kernel", &tiny_pvh_kernel(&code::print(b"hello\n")));
-    let out = veil(&["run", "--kernel", kernel.to_str().unwrap()]);
+    let out = run_tiny("serial-stdout", &code::print(b"hello\n"));
     out.expect_status(0);
     assert_eq!(out.stdout, "hello\n");
 }
 
 #[test]
 fn string_io_carries_every_byte() {
-    let dir = temp_dir("serial-rep");
     let text = b"rep outsb: one exit, many bytes\n";
-    let kernel = write_file(
-        &dir,
-        "kernel",
-        &tiny_pvh_kernel(&code::print_rep_outsb(text)),
-    );
-    let out = veil(&["run", "--kernel", kernel.to_str().unwrap()]);
+    let out = run_tiny("serial-rep", &code::print_rep_outsb(text));
     out.expect_status(0);
     assert_eq!(out.stdout.as_bytes(), text);
 }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use veil_tests::{temp_dir, veil};
+use veil_tests::{temp_dir, veil, veil_fails};
 
 const PATTERN: &str = "00112233445566778899aabbccddeeff";
 const PATTERN2: &str = "a5a5a5a5deadbeef0102030405060708";
@@ -152,16 +152,16 @@ fn the_configured_id_and_several_queues_reach_the_guest() {
 
 #[test]
 fn a_missing_image_is_a_clear_error() {
-    let out = veil(&["run", "--disk", "path=/nonexistent/veil.img"]);
-    out.expect_status(1);
-    assert!(
-        out.stderr.contains("/nonexistent/veil.img"),
-        "{}",
-        out.stderr
+    veil_fails(
+        &["run", "--disk", "path=/nonexistent/veil.img"],
+        1,
+        &["/nonexistent/veil.img"],
     );
-    let out = veil(&["run", "--disk", "path=a,num_queues=0"]);
-    out.expect_status(2);
-    assert!(out.stderr.contains("num_queues"), "{}", out.stderr);
+    veil_fails(
+        &["run", "--disk", "path=a,num_queues=0"],
+        2,
+        &["num_queues"],
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use veil_tests::{temp_dir, veil};
+use veil_tests::{temp_dir, veil, veil_fails};
 
 fn rng_and_irq(transport: &str) {
     let out = veil(&[
@@ -120,11 +120,9 @@ fn devices_mixed_across_transports() {
 
 #[test]
 fn confidential_guests_refuse_virtio_devices_clearly() {
-    let out = veil(&["run", "--dry-run", "--rng"]);
-    out.expect_status(2);
-    assert!(
-        out.stderr.contains("not available for confidential guests"),
-        "{}",
-        out.stderr
+    veil_fails(
+        &["run", "--dry-run", "--rng"],
+        2,
+        &["not available for confidential guests"],
     );
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use vmm_sys_util::eventfd::EventFd;
+
 use veil_devices::bus::{Bus, BusError};
 use veil_devices::legacy::i8042::I8042_BASE;
 use veil_devices::legacy::ioapic::{IOAPIC_BASE, IOAPIC_SIZE};
@@ -37,6 +39,12 @@ pub enum DeviceError {
     /// Two devices on one address (a bug in this table).
     #[error("I/O bus: {0}")]
     Bus(#[from] BusError),
+    /// COM1's input signal (an eventfd) cannot be created.
+    #[error("COM1 input: creating its eventfd: {0}")]
+    SerialInput(#[source] std::io::Error),
+    /// Stdin cannot be given to the guest.
+    #[error(transparent)]
+    Stdin(#[from] crate::stdin::StdinError),
 }
 
 /// The legacy devices of a plain guest.
@@ -50,6 +58,9 @@ pub(crate) struct Devices {
     pub ioapic: Arc<Mutex<Ioapic>>,
     /// COM1, kept to flush its output at the end.
     pub serial: Arc<Mutex<Serial>>,
+    /// Signalled when the guest empties COM1's receive FIFO (with `--serial stdio`, which may
+    /// take stdin: see `crate::stdin`).
+    pub serial_room: Option<Arc<EventFd>>,
     /// Time of the first boot-marker write.
     pub boot_time: Arc<OnceLock<Duration>>,
 }
@@ -79,10 +90,17 @@ pub(crate) fn create(
     sink: Arc<dyn ExitSink>,
 ) -> Result<Devices, DeviceError> {
     let ioapic = Arc::new(Mutex::new(Ioapic::new(ioapic_id, msi)));
-    let serial = Arc::new(Mutex::new(Serial::new(
-        IrqLine::new(ioapic.clone(), COM1_IRQ),
-        serial_writer(serial_out)?,
-    )));
+    let irq = IrqLine::new(ioapic.clone(), COM1_IRQ);
+    let out = serial_writer(serial_out)?;
+    let (serial, serial_room) = if *serial_out == SerialOutput::Stdout {
+        let room = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map(Arc::new)
+            .map_err(DeviceError::SerialInput)?;
+        (Serial::with_input(irq, out, room.clone()), Some(room))
+    } else {
+        (Serial::new(irq, out), None)
+    };
+    let serial = Arc::new(Mutex::new(serial));
     let marker = BootMarker::new(start);
     let boot_time = marker.first_write();
     let i8042 = Arc::new(Mutex::new(I8042::new(sink.clone())));
@@ -109,6 +127,7 @@ pub(crate) fn create(
         mmio,
         ioapic,
         serial,
+        serial_room,
         boot_time,
     })
 }

@@ -27,6 +27,8 @@ pub struct VmHandle {
     pub(crate) protocol: BootProtocol,
     /// The virtio devices' service thread, which drops the devices once the vCPUs are gone.
     pub(crate) devices: DeviceThreads,
+    /// The stdin reader, if a device takes stdin (it restores the terminal when stopped).
+    pub(crate) stdin: Option<crate::stdin::StdinReader>,
     // Dropped after the vCPU threads are joined (`wait`/`Drop` join first).
     pub(crate) _vm: Arc<VmFd>,
     pub(crate) _memory: GuestMemoryMmap,
@@ -91,6 +93,9 @@ impl VmHandle {
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         stop_threads(&mut threads);
         self.devices.shutdown();
+        if let Some(stdin) = &self.stdin {
+            stdin.stop();
+        }
         let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = serial.flush() {
             log::warn!("flushing serial output: {e}");

@@ -241,6 +241,8 @@ fn start(
         routes: &routes,
         access_platform: platform.is_some(),
     };
+    let stdin = crate::stdin::Input::claim(config, &devs.serial, devs.serial_room.as_ref())
+        .map_err(DeviceError::from)?;
     let virtio = device_manager::attach(config, &machine, &mut devs.pio, &mut devs.mmio)?;
     let fds = match vcpus {
         Vcpus::Create(entry) => {
@@ -278,6 +280,17 @@ fn start(
         quote_socket: platform.as_ref().is_some_and(|p| p.has_quote_service()),
     };
     let mut start = ThreadStart::with_vcpu_needs(config.seccomp(), needs)?;
+    let stdin = match stdin {
+        Some(input) => {
+            let ticket = start.ticket();
+            Some(
+                input
+                    .spawn(move || ticket.enter(Role::Stdin))
+                    .map_err(DeviceError::from)?,
+            )
+        }
+        None => None,
+    };
     let mut threads = Vec::with_capacity(fds.len());
     for (id, fd) in fds {
         let ctx = ctx.clone();
@@ -322,6 +335,7 @@ fn start(
         boot_time: devs.boot_time,
         protocol,
         devices: virtio.threads,
+        stdin,
         _vm: vm,
         _memory: memory,
         _platform: platform,

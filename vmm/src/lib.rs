@@ -26,6 +26,7 @@ pub mod memory;
 mod platform;
 pub mod probe_image;
 pub mod seccomp;
+mod stdin;
 mod vcpu;
 pub mod virtio_config;
 mod vm;

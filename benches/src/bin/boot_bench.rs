@@ -24,7 +24,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use veil_benches::{
-    Measured, harness_anon_rss_kib, median, number_after, run_measured, tiny_pvh_elf,
+    Measured, count_arg, harness_anon_rss_kib, in_scratch_dir, median, number_after, run_measured,
+    tiny_pvh_elf,
 };
 
 /// Guest RAM for every peer, MiB (only touched pages count toward RSS).
@@ -100,13 +101,7 @@ fn parse_args() -> Result<Config> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "--runs" => {
-                let v = value()?;
-                cfg.runs = v.parse().with_context(|| format!("--runs {v}"))?;
-                if cfg.runs == 0 {
-                    bail!("--runs must be at least 1");
-                }
-            }
+            "--runs" => cfg.runs = count_arg("--runs", &value()?)?,
             "--guest" => {
                 cfg.tiny = match value()?.as_str() {
                     "probe" => false,
@@ -217,11 +212,7 @@ struct Samples {
 
 fn run() -> Result<()> {
     let cfg = parse_args()?;
-    let scratch = std::env::temp_dir().join(format!("veil-boot-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let result = bench(&cfg, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    in_scratch_dir("boot-bench", |scratch| bench(&cfg, scratch))
 }
 
 fn bench(cfg: &Config, scratch: &Path) -> Result<()> {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{median, number_after, run_measured};
+use veil_benches::{count_arg, in_scratch_dir, median, number_after, run_measured};
 use veil_launch::host::{HostCapabilities, Platform};
 
 /// Guest RAM for every run.
@@ -58,13 +58,7 @@ fn parse_args() -> Result<Config> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "--runs" => {
-                let v = value()?;
-                cfg.runs = v.parse().with_context(|| format!("--runs {v}"))?;
-                if cfg.runs == 0 {
-                    bail!("--runs must be at least 1");
-                }
-            }
+            "--runs" => cfg.runs = count_arg("--runs", &value()?)?,
             "--veil" => cfg.veil = value()?.into(),
             "--cvm-arg" => cfg.cvm_args.push(value()?),
             other => bail!("unknown argument {other}"),
@@ -125,11 +119,7 @@ fn runs(
 
 fn run() -> Result<()> {
     let cfg = parse_args()?;
-    let scratch = std::env::temp_dir().join(format!("veil-cvm-overhead-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let result = bench(&cfg, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    in_scratch_dir("cvm-overhead", |scratch| bench(&cfg, scratch))
 }
 
 fn bench(cfg: &Config, scratch: &Path) -> Result<()> {

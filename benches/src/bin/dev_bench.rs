@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{Measured, median, number_after, run_measured};
+use veil_benches::{Measured, count_arg, in_scratch_dir, median, number_after, run_measured};
 
 /// Guest RAM for both peers.
 const MEMORY: &str = "512M";
@@ -180,13 +180,7 @@ fn parse_args() -> Result<Config> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "--rounds" => {
-                let v = value()?;
-                cfg.rounds = v.parse().with_context(|| format!("--rounds {v}"))?;
-                if cfg.rounds == 0 {
-                    bail!("--rounds must be at least 1");
-                }
-            }
+            "--rounds" => cfg.rounds = count_arg("--rounds", &value()?)?,
             "--mib" => {
                 let v = value()?;
                 cfg.mib = v.parse().with_context(|| format!("--mib {v}"))?;
@@ -211,8 +205,11 @@ fn parse_args() -> Result<Config> {
 
 fn run() -> Result<()> {
     let cfg = parse_args()?;
-    let scratch = std::env::temp_dir().join(format!("veil-dev-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    in_scratch_dir("dev-bench", |scratch| with_tap(&cfg, scratch))
+}
+
+/// Runs the cases with the tap device the net cases need made for them (and removed after).
+fn with_tap(cfg: &Config, scratch: &Path) -> Result<()> {
     let net = CASES.iter().any(|c| {
         c.net
             && cfg
@@ -224,14 +221,13 @@ fn run() -> Result<()> {
         ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
     }
     let result = if net {
-        ip(&["link", "set", TAP, "up"]).and_then(|()| bench(&cfg, &scratch))
+        ip(&["link", "set", TAP, "up"]).and_then(|()| bench(cfg, scratch))
     } else {
-        bench(&cfg, &scratch)
+        bench(cfg, scratch)
     };
     if net {
         let _ = ip(&["link", "del", TAP]);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use veil_benches::median;
+use veil_benches::{in_scratch_dir, median};
 
 fn main() {
     if let Err(e) = run() {
@@ -47,21 +47,11 @@ fn run() -> Result<()> {
     if runs == 0 || mib == 0 {
         bail!("--runs and --mib must be at least 1");
     }
-    let scratch = std::env::temp_dir().join(format!("veil-vsock-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let mut got = Vec::new();
-    let mut result = Ok(());
-    for i in 0..runs {
-        match once(&veil, &scratch.join(format!("v{i}.sock")), mib << 20) {
-            Ok(v) => got.push(v),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    result?;
+    let got = in_scratch_dir("vsock-bench", |scratch| {
+        (0..runs)
+            .map(|i| once(&veil, &scratch.join(format!("v{i}.sock")), mib << 20))
+            .collect::<Result<Vec<_>>>()
+    })?;
     let med = median(&got).unwrap_or(f64::NAN);
     let min = got.iter().copied().fold(f64::MAX, f64::min);
     let max = got.iter().copied().fold(f64::MIN, f64::max);

@@ -9,7 +9,7 @@ pub mod serial;
 pub use i8042::I8042;
 pub use ioapic::{Ioapic, MsiMessage, MsiSink};
 pub use ports::{AcpiSleep, BootMarker, DebugExit};
-pub use serial::{IrqLine, Serial};
+pub use serial::{InputRoom, IrqLine, Serial};
 
 /// Why a device asks the VMM to end the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,15 +4,29 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::GuestMem;
 use super::chain::{DESC_F_NEXT, DESC_F_WRITE};
-use super::device::ActiveQueue;
+use super::device::{ActivateParams, ActiveQueue, DeviceHealth};
 use super::interrupt::{InterruptError, VirtioInterrupt};
 use super::transport::{QueueConfig, build_queue};
+
+/// Polls `f` every millisecond until it holds; fails the test, naming `what`, after 10 s (a
+/// device thread answers asynchronously, and a loaded machine may be slow).
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// Guest memory of `size` bytes at address 0.
 pub fn guest_mem(size: usize) -> GuestMem {
@@ -191,6 +205,23 @@ impl CountingInterrupt {
     /// Configuration signals so far.
     pub fn config_signals(&self) -> usize {
         self.config.load(Ordering::SeqCst)
+    }
+
+    /// Activation parameters that interrupt through this counter: `queues` on `mem`, the driver
+    /// accepted `features`, and a fresh health record.
+    pub fn activate_params(
+        self: &Arc<Self>,
+        mem: &GuestMem,
+        queues: Vec<ActiveQueue>,
+        features: u64,
+    ) -> ActivateParams {
+        ActivateParams {
+            mem: mem.clone(),
+            queues,
+            interrupt: self.clone(),
+            health: Arc::new(DeviceHealth::new()),
+            features,
+        }
     }
 }
 

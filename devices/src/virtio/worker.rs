@@ -87,40 +87,38 @@ where
         EventManager::new().map_err(|e| io::Error::other(format!("event manager: {e}")))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
     let thread_name = name.clone();
-    let handle = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let name = thread_name;
-            let setup = match THREAD_HOOK.get() {
-                Some(hook) => hook(&name),
-                None => Ok(()),
-            };
-            let ok = setup.is_ok();
-            let _ = ready_tx.send(setup);
-            if !ok {
-                return None;
+    let handle = std::thread::Builder::new().name(name).spawn(move || {
+        let name = thread_name;
+        let setup = match THREAD_HOOK.get() {
+            Some(hook) => hook(&name),
+            None => Ok(()),
+        };
+        let ok = setup.is_ok();
+        let _ = ready_tx.send(setup);
+        if !ok {
+            return None;
+        }
+        let id = em.add_subscriber(Stoppable {
+            inner: subscriber,
+            kill: thread_kill,
+            stopped: false,
+        });
+        loop {
+            if let Err(e) = em.run() {
+                error!("{name}: event loop: {e}");
+                break;
             }
-            let id = em.add_subscriber(Stoppable {
-                inner: subscriber,
-                kill: thread_kill,
-                stopped: false,
-            });
-            loop {
-                if let Err(e) = em.run() {
-                    error!("{name}: event loop: {e}");
-                    break;
-                }
-                match em.subscriber_mut(id) {
-                    Ok(s) if s.stopped => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        error!("{name}: lost its subscriber: {e}");
-                        return None;
-                    }
+            match em.subscriber_mut(id) {
+                Ok(s) if s.stopped => break,
+                Ok(_) => {}
+                Err(e) => {
+                    error!("{name}: lost its subscriber: {e}");
+                    return None;
                 }
             }
-            em.remove_subscriber(id).ok().map(|s| s.inner)
-        })?;
+        }
+        em.remove_subscriber(id).ok().map(|s| s.inner)
+    })?;
     let setup = ready_rx
         .recv()
         .unwrap_or_else(|_| Err(io::Error::other("the thread ended before its setup")));

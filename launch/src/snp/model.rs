@@ -15,8 +15,11 @@ use super::{Init2, LaunchFinish, LaunchStart, SnpPlatform, model_vmsa};
 mod checks;
 mod config;
 
-use crate::model_memory::{ModelMemory, RangeSet, check_aligned};
-use crate::platform::{CommandError, PrivateMemory, Rule, SlotSpec};
+use crate::model_memory::{
+    ModelMemory, RangeSet, check_aligned, check_source, pages_this_call, partial_note,
+    private_memory_from,
+};
+use crate::platform::{CommandError, PrivateMemory, Rule};
 use crate::regs::VcpuRegisters;
 use crate::sys::snp::{self as sys, page_type};
 pub use config::{SnpModelConfig, epyc_cpuid};
@@ -128,27 +131,7 @@ impl SnpModel {
 }
 
 impl PrivateMemory for SnpModel {
-    fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
-        self.mem.add_slot(spec)
-    }
-
-    fn set_memory_attributes(
-        &mut self,
-        gpa: u64,
-        size: u64,
-        private: bool,
-    ) -> Result<(), CommandError> {
-        self.mem.set_attributes(gpa, size, private)
-    }
-
-    fn discard(&mut self, gpa: u64, size: u64, private_backing: bool) -> Result<(), CommandError> {
-        self.mem.discard(gpa, size, private_backing)
-    }
-
-    fn enable_page_state_exits(&mut self) -> Result<(), CommandError> {
-        self.mem.enable_page_state_exits();
-        Ok(())
-    }
+    private_memory_from!(mem);
 
     fn create_vcpu(&mut self, id: u32) -> Result<(), CommandError> {
         // KVM takes later vCPUs too; they simply have no VMSA in the launch digest.
@@ -207,11 +190,7 @@ impl SnpPlatform for SnpModel {
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
-        self.mem.log.push(format!(
-            "KVM_GET_SUPPORTED_CPUID ({} entries)",
-            self.config.supported_cpuid.len()
-        ));
-        Ok(self.config.supported_cpuid.clone())
+        Ok(self.mem.supported_cpuid(&self.config.supported_cpuid))
     }
 
     fn launch_start(&mut self, start: &LaunchStart) -> Result<(), CommandError> {
@@ -293,23 +272,10 @@ impl SnpPlatform for SnpModel {
             }
         }
         let mut src = match src {
-            Some(s) if (s.len() as u64) < len => {
-                return Err(CommandError::rule(
-                    CMD,
-                    libc::EFAULT,
-                    Rule::Alignment,
-                    format!("source holds {:#x} bytes for {len:#x}", s.len()),
-                ));
+            Some(s) => {
+                check_source(CMD, s, len)?;
+                Some(s)
             }
-            Some(s) if s.as_ptr() as usize % PAGE_SIZE as usize != 0 => {
-                return Err(CommandError::rule(
-                    CMD,
-                    libc::EINVAL,
-                    Rule::Alignment,
-                    format!("source address {:p} is not 4 KiB aligned", s.as_ptr()),
-                ));
-            }
-            Some(s) => Some(s),
             None if ptype == page_type::ZERO => None,
             None => {
                 return Err(CommandError::rule(
@@ -343,10 +309,7 @@ impl SnpPlatform for SnpModel {
                 ));
             }
         }
-        let todo = self
-            .config
-            .max_pages_per_update
-            .map_or(pages, |m| m.clamp(1, pages));
+        let todo = pages_this_call(self.config.max_pages_per_update, pages);
         if ptype == page_type::CPUID {
             let src = src
                 .as_deref_mut()
@@ -384,29 +347,13 @@ impl SnpPlatform for SnpModel {
         self.mem.log.push(format!(
             "SNP_LAUNCH_UPDATE gfn={gfn:#x} pages={pages} type={}{}",
             page_type::name(ptype),
-            if todo < pages {
-                format!(" -> {todo} done, rest written back")
-            } else {
-                String::new()
-            }
+            partial_note(todo, pages)
         ));
         Ok(todo)
     }
 
     fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
-        const CMD: &str = "KVM_SET_CPUID2";
-        if !self.mem.vcpus.contains(&id) {
-            return Err(CommandError::rule(
-                CMD,
-                libc::ENOENT,
-                Rule::VcpuState,
-                format!("vCPU {id} was never created"),
-            ));
-        }
-        self.mem
-            .log
-            .push(format!("{CMD} vcpu={id} nent={}", cpuid.len()));
-        Ok(())
+        self.mem.set_vcpu_cpuid(id, cpuid)
     }
 
     fn set_vcpu_registers(&mut self, id: u32, regs: &VcpuRegisters) -> Result<(), CommandError> {
@@ -419,14 +366,7 @@ impl SnpPlatform for SnpModel {
                 "the vCPU state is encrypted after SNP_LAUNCH_FINISH",
             ));
         }
-        if !self.mem.vcpus.contains(&id) {
-            return Err(CommandError::rule(
-                CMD,
-                libc::ENOENT,
-                Rule::VcpuState,
-                format!("vCPU {id} was never created"),
-            ));
-        }
+        self.mem.require_vcpu(CMD, id)?;
         self.regs.retain(|(v, _)| *v != id);
         self.regs.push((id, regs.clone()));
         self.mem.log.push(format!(

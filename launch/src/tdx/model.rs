@@ -8,8 +8,11 @@ use kvm_bindings::kvm_cpuid_entry2;
 use sha2::{Digest, Sha384};
 
 use super::{CapabilitiesReply, InitVm, TdxCapabilities, TdxPlatform};
-use crate::model_memory::{ModelMemory, RangeSet, check_aligned};
-use crate::platform::{CommandError, PrivateMemory, Rule, SlotSpec};
+use crate::model_memory::{
+    ModelMemory, RangeSet, check_aligned, check_source, pages_this_call, partial_note,
+    private_memory_from,
+};
+use crate::platform::{CommandError, PrivateMemory, Rule};
 use crate::sys::tdx::{self as sys};
 use veil_firmware::plan::PAGE_SIZE;
 
@@ -174,27 +177,7 @@ impl TdxModel {
 }
 
 impl PrivateMemory for TdxModel {
-    fn add_slot(&mut self, spec: SlotSpec) -> Result<(), CommandError> {
-        self.mem.add_slot(spec)
-    }
-
-    fn set_memory_attributes(
-        &mut self,
-        gpa: u64,
-        size: u64,
-        private: bool,
-    ) -> Result<(), CommandError> {
-        self.mem.set_attributes(gpa, size, private)
-    }
-
-    fn discard(&mut self, gpa: u64, size: u64, private_backing: bool) -> Result<(), CommandError> {
-        self.mem.discard(gpa, size, private_backing)
-    }
-
-    fn enable_page_state_exits(&mut self) -> Result<(), CommandError> {
-        self.mem.enable_page_state_exits();
-        Ok(())
-    }
+    private_memory_from!(mem);
 
     fn create_vcpu(&mut self, id: u32) -> Result<(), CommandError> {
         const CMD: &str = "KVM_CREATE_VCPU";
@@ -227,11 +210,7 @@ impl TdxPlatform for TdxModel {
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
-        self.mem.log.push(format!(
-            "KVM_GET_SUPPORTED_CPUID ({} entries)",
-            self.config.supported_cpuid.len()
-        ));
-        Ok(self.config.supported_cpuid.clone())
+        Ok(self.mem.supported_cpuid(&self.config.supported_cpuid))
     }
 
     fn init_vm(&mut self, init: &InitVm) -> Result<(), CommandError> {
@@ -321,33 +300,14 @@ impl TdxPlatform for TdxModel {
     }
 
     fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
-        const CMD: &str = "KVM_SET_CPUID2";
-        self.not_finalized(CMD)?;
-        if !self.mem.vcpus.contains(&id) {
-            return Err(CommandError::rule(
-                CMD,
-                libc::ENOENT,
-                Rule::VcpuState,
-                format!("no vCPU {id}"),
-            ));
-        }
-        self.mem
-            .log
-            .push(format!("{CMD} vcpu={id} nent={}", cpuid.len()));
-        Ok(())
+        self.not_finalized("KVM_SET_CPUID2")?;
+        self.mem.set_vcpu_cpuid(id, cpuid)
     }
 
     fn init_vcpu(&mut self, id: u32, hob_gpa: u64) -> Result<(), CommandError> {
         const CMD: &str = "KVM_TDX_INIT_VCPU";
         self.initialised(CMD)?;
-        if !self.mem.vcpus.contains(&id) {
-            return Err(CommandError::rule(
-                CMD,
-                libc::ENOENT,
-                Rule::VcpuState,
-                format!("no vCPU {id}"),
-            ));
-        }
+        self.mem.require_vcpu(CMD, id)?;
         if self.vcpus_initialised.contains(&id) {
             return Err(CommandError::rule(
                 CMD,
@@ -383,22 +343,7 @@ impl TdxPlatform for TdxModel {
         }
         let len = pages.saturating_mul(PAGE_SIZE);
         let end = check_aligned(CMD, gpa, len)?;
-        if (src.len() as u64) < len {
-            return Err(CommandError::rule(
-                CMD,
-                libc::EFAULT,
-                Rule::Alignment,
-                format!("source holds {:#x} bytes for {len:#x}", src.len()),
-            ));
-        }
-        if src.as_ptr() as usize % PAGE_SIZE as usize != 0 {
-            return Err(CommandError::rule(
-                CMD,
-                libc::EINVAL,
-                Rule::Alignment,
-                format!("source address {:p} is not 4 KiB aligned", src.as_ptr()),
-            ));
-        }
+        check_source(CMD, src, len)?;
         self.mem.check_private(CMD, gpa, len)?;
         if self.added.contains_any(gpa, end) {
             return Err(CommandError::rule(
@@ -408,10 +353,7 @@ impl TdxPlatform for TdxModel {
                 format!("a page in {gpa:#x}+{len:#x} was already added (TDH.MEM.PAGE.ADD)"),
             ));
         }
-        let todo = self
-            .config
-            .max_pages_per_call
-            .map_or(pages, |m| m.clamp(1, pages));
+        let todo = pages_this_call(self.config.max_pages_per_call, pages);
         for i in 0..todo {
             let page_gpa = gpa + i * PAGE_SIZE;
             self.mrtd.update(block(b"MEM.PAGE.ADD", page_gpa));
@@ -430,11 +372,7 @@ impl TdxPlatform for TdxModel {
         self.mem.log.push(format!(
             "{CMD} vcpu={vcpu} gpa={gpa:#x} nr_pages={pages} flags={}{}",
             if measure { "MEASURE" } else { "0" },
-            if todo < pages {
-                format!(" -> {todo} done, rest written back")
-            } else {
-                String::new()
-            }
+            partial_note(todo, pages)
         ));
         Ok(todo)
     }

@@ -64,6 +64,8 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "netbench" => crate::virtio::netbench::run(cfg),
         "vsock" => crate::virtio::vsock::check(cfg),
         "irq" => crate::virtio::irq::check(cfg),
+        "serial_in" => crate::serial_in::check(),
+        "console_in" => crate::virtio::console::check_input(cfg),
         "pagestate" => crate::pagestate::check(),
         _ => Err(Why::Text("no such check")),
     };

@@ -5,7 +5,7 @@
 //! `probe.vsock_listen=`) and the loader's `virtio_mmio.device=` announcements.
 
 /// Checks and workloads the probe knows, in the order it runs them.
-pub const CHECKS: [&str; 16] = [
+pub const CHECKS: [&str; 18] = [
     "boot",
     "mem",
     "smp",
@@ -21,6 +21,8 @@ pub const CHECKS: [&str; 16] = [
     "netbench",
     "vsock",
     "irq",
+    "serial_in",
+    "console_in",
     "pagestate",
 ];
 /// Most `virtio_mmio.device=` tokens kept.

@@ -20,6 +20,7 @@ mod paging;
 mod phys;
 mod port;
 mod serial;
+mod serial_in;
 mod smp;
 mod tsc;
 mod virtio;

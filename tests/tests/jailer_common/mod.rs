@@ -4,8 +4,9 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The statically linked probe program built by tests/build.rs.
@@ -155,4 +156,37 @@ pub fn report(text: &str) -> HashMap<String, String> {
 /// The host's /dev/<name> exists (optional nodes such as /dev/sev).
 pub fn host_has(dev: &str) -> bool {
     Path::new("/dev").join(dev).exists()
+}
+
+/// Runs a jailer command to completion, fails the test with its stderr unless it succeeded, and
+/// returns the probe's report from stdout.
+pub fn report_of(cmd: &mut Command) -> HashMap<String, String> {
+    let out = cmd.output().expect("the jailer starts");
+    veil_tests::assert_success(&out);
+    report(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Starts a jailer command whose probe runs with `--wait` (stdin and stdout piped: the probe
+/// waits until stdin closes) and reads its report up to the first line starting with `until`
+/// (`""`: just the first line). The caller closes stdin and waits for the child; the rest of
+/// stdout stays with the child.
+pub fn start_waiting(cmd: &mut Command, until: &str) -> (Child, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the jailer starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut text = String::new();
+    for line in (&mut stdout).lines() {
+        let line = line.expect("the probe's report is text");
+        text += &line;
+        text += "\n";
+        if line.starts_with(until) {
+            break;
+        }
+    }
+    // Keep the pipe open: the probe may write more before it exits.
+    child.stdout = Some(stdout.into_inner());
+    (child, text)
 }

@@ -40,7 +40,8 @@ pub struct RunArgs {
     /// Guest RAM: a number with K, M, G or T suffix (plain numbers are MiB), e.g. 512M, 2G.
     #[arg(long, default_value = "256M", value_name = "SIZE")]
     pub memory: MemorySize,
-    /// Serial console (COM1): stdio, file=PATH or off.
+    /// Serial console (COM1): stdio, file=PATH or off. With stdio it also reads stdin (unless
+    /// --console stdio takes it); a terminal is put in raw mode for the run (^C goes to the guest).
     #[arg(long, default_value = "stdio", value_name = "stdio|file=PATH|off", value_parser = parse_serial)]
     pub serial: SerialOutput,
     /// A virtio-blk disk (repeatable): path=FILE, then comma-separated any of readonly=on,
@@ -59,6 +60,7 @@ pub struct RunArgs {
     #[arg(long, num_args = 0, default_missing_value = "on", value_parser = ordered_rng)]
     pub rng: Option<Ordered<()>>,
     /// A virtio console: stdio, file=PATH or off (output discarded). `--serial` stays the UART.
+    /// With stdio the console, not COM1, reads stdin (only one device takes it).
     #[arg(long, value_name = "stdio|file=PATH|off", value_parser = ordered::<ConsoleOutput>)]
     pub console: Option<Ordered<ConsoleOutput>>,
     /// Transport of virtio devices that do not set transport= themselves: pci (virtio-pci with

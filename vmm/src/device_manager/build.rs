@@ -82,7 +82,10 @@ pub(super) fn device(
         }
         VirtioDeviceConfig::Vsock(v) => Box::new(Vsock::new(v.cid, &v.socket)?),
         VirtioDeviceConfig::Rng => Box::new(Rng::new()),
-        VirtioDeviceConfig::Console(out) => Box::new(Console::new(console_sink(out)?, None)),
+        VirtioDeviceConfig::Console(out) => Box::new(Console::new(
+            console_sink(out)?,
+            crate::stdin::console_input(out),
+        )),
     })
 }
 

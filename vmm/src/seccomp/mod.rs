@@ -1,4 +1,5 @@
-//! Seccomp filters, one per thread role: the VMM thread, vCPU threads and device worker threads.
+//! Seccomp filters, one per thread role: the VMM thread, vCPU threads, device worker threads
+//! and the stdin reader.
 //!
 //! Each thread installs its role's filter itself, before it touches anything the guest controls
 //! (vCPU threads before their first `KVM_RUN`, the VMM thread before the vCPUs are released,
@@ -84,11 +85,13 @@ pub enum Role {
     Vcpu,
     /// A virtio device's worker thread: its event loop and backend I/O.
     DeviceWorker,
+    /// The `veil-stdin` thread: host input for COM1 or the virtio-console.
+    Stdin,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 3] = [Role::Vmm, Role::Vcpu, Role::DeviceWorker];
+    pub const ALL: [Role; 4] = [Role::Vmm, Role::Vcpu, Role::DeviceWorker, Role::Stdin];
 
     /// The role's name in messages.
     pub fn name(self) -> &'static str {
@@ -96,6 +99,7 @@ impl Role {
             Role::Vmm => "VMM thread",
             Role::Vcpu => "vCPU thread",
             Role::DeviceWorker => "device worker thread",
+            Role::Stdin => "stdin reader thread",
         }
     }
 
@@ -105,9 +109,10 @@ impl Role {
 
     fn rules_with(self, needs: VcpuNeeds) -> rules::Rules {
         match self {
-            Role::Vmm => rules::vmm::rules(),
+            Role::Vmm => rules::stdin::with_terminal_restore(rules::vmm::rules()),
             Role::Vcpu => rules::vcpu::rules(needs),
             Role::DeviceWorker => rules::worker::rules(),
+            Role::Stdin => rules::stdin::rules(),
         }
     }
 
@@ -116,6 +121,7 @@ impl Role {
             Role::Vmm => 0,
             Role::Vcpu => 1,
             Role::DeviceWorker => 2,
+            Role::Stdin => 3,
         }
     }
 }
@@ -151,7 +157,7 @@ pub enum SeccompError {
 #[derive(Debug, Clone)]
 pub struct Filters {
     level: SeccompLevel,
-    programs: [BpfProgram; 3],
+    programs: [BpfProgram; Role::ALL.len()],
 }
 
 impl Filters {
@@ -162,7 +168,7 @@ impl Filters {
 
     /// As [`Filters::new`], with the vCPU filter allowing what `needs` lists.
     pub fn with_vcpu_needs(level: SeccompLevel, needs: VcpuNeeds) -> Result<Self, SeccompError> {
-        let mut programs: [BpfProgram; 3] = Default::default();
+        let mut programs: [BpfProgram; Role::ALL.len()] = Default::default();
         if level != SeccompLevel::Off {
             for role in Role::ALL {
                 programs[role.index()] = compile_with(role, level, needs)?;

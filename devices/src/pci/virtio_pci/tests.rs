@@ -2,7 +2,6 @@
 //! capabilities through the root's configuration mechanism, program MSI-X, set up a queue.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -12,7 +11,7 @@ use crate::pci::root::{CAM_PORT, PciRoot};
 use crate::virtio::features::{VERSION_1, bit};
 use crate::virtio::rng::Rng;
 use crate::virtio::status::*;
-use crate::virtio::testing::{TestRing, guest_mem};
+use crate::virtio::testing::{TestRing, guest_mem, wait_for};
 
 const BAR: u64 = 0xc000_0000;
 
@@ -108,17 +107,6 @@ impl Rig {
             at = self.cfg_read(at + 1, 1);
         }
         out
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

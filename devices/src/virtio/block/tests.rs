@@ -9,9 +9,9 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::request::{req_type, status};
 use super::*;
-use crate::virtio::device::{ActivateParams, DeviceHealth};
+use crate::virtio::GuestMem;
+use crate::virtio::device::DeviceHealth;
 use crate::virtio::testing::{CountingInterrupt, TestRing, guest_mem};
-use crate::virtio::{GuestMem, VirtioInterrupt};
 
 /// A temporary image file, removed on drop.
 struct Image(PathBuf);
@@ -86,14 +86,9 @@ fn rig_with(tag: &str, bytes: &[u8], tweak: impl FnOnce(&mut BlockConfig)) -> Ri
     let ring = TestRing::new(&mem, 0, 16);
     let (active, _) = ring.active(0);
     let irq = CountingInterrupt::new();
-    let health = Arc::new(DeviceHealth::new());
-    let params = ActivateParams {
-        mem: mem.clone(),
-        queues: Vec::new(),
-        interrupt: irq.clone() as Arc<dyn VirtioInterrupt>,
-        health: health.clone(),
-        features: crate::virtio::VirtioDevice::features(&dev),
-    };
+    let features = crate::virtio::VirtioDevice::features(&dev);
+    let params = irq.activate_params(&mem, Vec::new(), features);
+    let health = params.health.clone();
     let worker = dev.worker_for(&params, active);
     assert_eq!(
         worker.uses_uring(),

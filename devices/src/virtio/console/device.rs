@@ -99,6 +99,8 @@ pub struct ConsoleWorker {
     pub(super) input: Option<OwnedFd>,
     /// Whether the input fd is registered (it is not while the guest has no rx buffers).
     pub(super) input_armed: bool,
+    /// The input reached its end: unregister and drop it (see `arm_input`).
+    pub(super) input_ended: bool,
     interrupt: Arc<dyn VirtioInterrupt>,
     health: Arc<DeviceHealth>,
     metrics: Arc<ConsoleMetrics>,
@@ -139,6 +141,7 @@ impl ConsoleWorker {
             sink,
             input,
             input_armed: false,
+            input_ended: false,
             interrupt,
             health,
             metrics,
@@ -179,6 +182,9 @@ impl ConsoleWorker {
         let Some(fd) = self.input.as_ref().map(|f| f.as_raw_fd()) else {
             return false;
         };
+        if self.input_ended {
+            return false;
+        }
         let mut delivered = false;
         let mut has_room = true;
         loop {
@@ -214,9 +220,14 @@ impl ConsoleWorker {
                 }
             };
             self.iov.clear();
-            if n < 0 {
-                // Nothing to read (EAGAIN) or an error: give the buffer back for later.
+            if n < 0 || (n == 0 && want > 0) {
+                // Nothing to read (EAGAIN) or an error: give the buffer back for later. At the
+                // end of input (0 bytes into a non-empty buffer) the buffer goes back too and
+                // the input is dropped: the guest sees nothing of it.
                 self.undo_pop();
+                if n == 0 {
+                    self.input_ended = true;
+                }
                 break;
             }
             if let Err(e) = self.rx.complete(&self.mem, head, n as u32) {
@@ -225,11 +236,6 @@ impl ConsoleWorker {
             }
             delivered = true;
             self.metrics.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            if n == 0 {
-                // End of input.
-                self.input = None;
-                break;
-            }
         }
         if delivered {
             if let Err(e) = self.rx.signal_used(&self.mem, self.interrupt.as_ref()) {

@@ -20,7 +20,13 @@ impl ConsoleWorker {
             self.input_armed = false;
             return;
         };
+        // At the end of input, unregister before closing: another descriptor of the same file
+        // (the device's) would otherwise keep the registration alive and readable forever.
+        let want = want && !self.input_ended;
         if want == self.input_armed {
+            if self.input_ended {
+                self.input = None;
+            }
             return;
         }
         let ev = Events::with_data_raw(fd, INPUT_EVENT, EventSet::IN);
@@ -28,6 +34,9 @@ impl ConsoleWorker {
         match r {
             Ok(()) => self.input_armed = want,
             Err(e) => error!("virtio-console: (un)registering the input: {e}"),
+        }
+        if self.input_ended {
+            self.input = None;
         }
     }
 }

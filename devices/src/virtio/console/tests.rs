@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::virtio::device::{ActivateParams, DeviceHealth};
+use crate::virtio::GuestMem;
 use crate::virtio::testing::{CountingInterrupt, TestRing, guest_mem};
-use crate::virtio::{GuestMem, VirtioInterrupt};
 
 fn pipe() -> (OwnedFd, std::fs::File) {
     let mut fds = [0; 2];
@@ -41,13 +40,7 @@ fn rig(input: Option<OwnedFd>) -> Rig {
     let irq = CountingInterrupt::new();
     let out = Arc::new(Mutex::new(Vec::new()));
     let worker = ConsoleWorker::new(
-        ActivateParams {
-            mem: mem.clone(),
-            queues: vec![rx.active(0).0, tx.active(1).0],
-            interrupt: irq.clone() as Arc<dyn VirtioInterrupt>,
-            health: Arc::new(DeviceHealth::new()),
-            features: 0,
-        },
+        irq.activate_params(&mem, vec![rx.active(0).0, tx.active(1).0], 0),
         out.clone(),
         input,
         Arc::new(ConsoleMetrics::default()),
@@ -107,6 +100,25 @@ fn input_waits_for_guest_buffers() {
 }
 
 #[test]
+fn end_of_input_leaves_the_guest_buffers_alone() {
+    let (rd, mut wr) = pipe();
+    let mut r = rig(Some(rd));
+    r.rx.add_chain(0, &[(0x8000, 64, true)]);
+    r.rx.add_chain(1, &[(0x9000, 64, true)]);
+    wr.write_all(b"last").unwrap();
+    drop(wr);
+    r.worker.process_input();
+    // The bytes arrive; the end of input completes no buffer and stops the input.
+    assert_eq!(r.rx.used_idx(), 1);
+    assert_eq!(r.rx.used_elem(0), (0, 4));
+    assert!(r.worker.input_ended);
+    assert_eq!(r.irq.queue_signals(), 1);
+    // Later calls read nothing more and keep the buffer for nobody.
+    assert!(!r.worker.process_input());
+    assert_eq!(r.rx.used_idx(), 1);
+}
+
+#[test]
 fn worker_thread_serves_output_and_input() {
     use crate::virtio::VirtioDevice;
     let (rd, mut wr) = pipe();
@@ -117,14 +129,8 @@ fn worker_thread_serves_output_and_input() {
     let mut tx = TestRing::new(&mem, 0x4000, 16);
     let (rxq, rx_kick) = rx.active(0);
     let (txq, tx_kick) = tx.active(1);
-    dev.activate(ActivateParams {
-        mem: mem.clone(),
-        queues: vec![rxq, txq],
-        interrupt: CountingInterrupt::new() as Arc<dyn VirtioInterrupt>,
-        health: Arc::new(DeviceHealth::new()),
-        features: 0,
-    })
-    .unwrap();
+    dev.activate(CountingInterrupt::new().activate_params(&mem, vec![rxq, txq], 0))
+        .unwrap();
     mem.write_slice(b"boot ok\n", GuestAddress(0x8000)).unwrap();
     tx.add_chain(0, &[(0x8000, 8, false)]);
     tx_kick.write(1).unwrap();

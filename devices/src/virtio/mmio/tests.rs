@@ -1,6 +1,6 @@
 //! The virtio-mmio transport driven the way a guest driver drives it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -8,7 +8,7 @@ use super::*;
 use crate::virtio::features::{EVENT_IDX, VERSION_1, bit};
 use crate::virtio::rng::Rng;
 use crate::virtio::status::*;
-use crate::virtio::testing::{TestRing, guest_mem};
+use crate::virtio::testing::{TestRing, guest_mem, wait_for};
 
 fn rd(t: &mut MmioTransport, off: u64) -> u32 {
     let mut b = [0u8; 4];
@@ -58,17 +58,6 @@ fn setup_queue(t: &mut MmioTransport, ring: &TestRing) {
     wr(t, reg::QUEUE_DEVICE_LOW, ring.used as u32);
     wr(t, reg::QUEUE_DEVICE_HIGH, 0);
     wr(t, reg::QUEUE_READY, 1);
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 const DRIVER_ALL: u32 = (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK) as u32;

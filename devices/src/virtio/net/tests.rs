@@ -9,10 +9,9 @@ use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::virtio::device::{ActivateParams, DeviceHealth};
 use crate::virtio::features::bit;
 use crate::virtio::testing::{CountingInterrupt, TestRing, guest_mem};
-use crate::virtio::{GuestMem, VirtioDevice, VirtioInterrupt};
+use crate::virtio::{GuestMem, VirtioDevice};
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const TAP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -120,13 +119,7 @@ fn rig(tag: &str, features: u64) -> Option<Rig> {
     let tx = TestRing::new(&mem, 0x4000, 16);
     let irq = CountingInterrupt::new();
     let worker = dev
-        .worker_for(ActivateParams {
-            mem: mem.clone(),
-            queues: vec![rx.active(0).0, tx.active(1).0],
-            interrupt: irq.clone() as Arc<dyn VirtioInterrupt>,
-            health: Arc::new(DeviceHealth::new()),
-            features,
-        })
+        .worker_for(irq.activate_params(&mem, vec![rx.active(0).0, tx.active(1).0], features))
         .unwrap();
     Some(Rig {
         _ns: ns,
@@ -339,14 +332,8 @@ fn worker_thread_stops_and_resumes_reading_the_tap() {
     let mut tx = TestRing::new(&mem, 0x44000, 16);
     let (rxq, rx_kick) = rx.active(0);
     let (txq, tx_kick) = tx.active(1);
-    dev.activate(ActivateParams {
-        mem: mem.clone(),
-        queues: vec![rxq, txq],
-        interrupt: CountingInterrupt::new() as Arc<dyn VirtioInterrupt>,
-        health: Arc::new(DeviceHealth::new()),
-        features: MRG,
-    })
-    .unwrap();
+    dev.activate(CountingInterrupt::new().activate_params(&mem, vec![rxq, txq], MRG))
+        .unwrap();
     // Frames arrive while the guest has no receive buffers: the worker parks the tap.
     for i in 0..4u8 {
         sock.send_to(&[b'k' + i; 300], "10.0.0.2:7777").unwrap();

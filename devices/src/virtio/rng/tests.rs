@@ -5,10 +5,10 @@ use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{RngMetrics, RngWorker};
-use crate::virtio::device::{ActivateParams, DeviceHealth};
+use crate::virtio::GuestMem;
+use crate::virtio::device::DeviceHealth;
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
 use crate::virtio::testing::{CountingInterrupt, TestRing, guest_mem};
-use crate::virtio::{GuestMem, VirtioInterrupt};
 
 struct Rig {
     mem: GuestMem,
@@ -23,18 +23,9 @@ fn rig(features: u64) -> Rig {
     let ring = TestRing::new(&mem, 0, 16);
     let (active, _) = ring.active(0);
     let irq = CountingInterrupt::new();
-    let health = Arc::new(DeviceHealth::new());
-    let worker = RngWorker::new(
-        ActivateParams {
-            mem: mem.clone(),
-            queues: vec![active],
-            interrupt: irq.clone() as Arc<dyn VirtioInterrupt>,
-            health: health.clone(),
-            features,
-        },
-        Arc::new(RngMetrics::default()),
-    )
-    .unwrap();
+    let params = irq.activate_params(&mem, vec![active], features);
+    let health = params.health.clone();
+    let worker = RngWorker::new(params, Arc::new(RngMetrics::default())).unwrap();
     Rig {
         mem,
         ring,

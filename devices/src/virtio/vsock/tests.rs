@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress};
@@ -12,9 +11,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::packet::{HDR_LEN, HOST_CID, Header, TYPE_STREAM, op};
 use super::*;
-use crate::virtio::device::{ActivateParams, DeviceHealth};
 use crate::virtio::testing::{CountingInterrupt, TestRing, guest_mem};
-use crate::virtio::{GuestMem, VirtioDevice, VirtioInterrupt};
+use crate::virtio::{GuestMem, VirtioDevice};
 
 const CID: u64 = 3;
 const RX_BUFS: u16 = 8;
@@ -55,14 +53,8 @@ impl Guest {
         let (rxq, rx_kick) = rx.active(0);
         let (txq, tx_kick) = tx.active(1);
         let (evq, _) = ev.active(2);
-        dev.activate(ActivateParams {
-            mem: mem.clone(),
-            queues: vec![rxq, txq, evq],
-            interrupt: CountingInterrupt::new() as Arc<dyn VirtioInterrupt>,
-            health: Arc::new(DeviceHealth::new()),
-            features: 0,
-        })
-        .unwrap();
+        dev.activate(CountingInterrupt::new().activate_params(&mem, vec![rxq, txq, evq], 0))
+            .unwrap();
         Self {
             mem,
             rx,
@@ -324,13 +316,11 @@ fn a_guest_that_never_takes_replies_is_held_back() {
     let mut tx = TestRing::new(&mem, 0x4000, 16);
     let ev = TestRing::new(&mem, 0x8000, 16);
     let mut w = dev
-        .worker_for(ActivateParams {
-            mem: mem.clone(),
-            queues: vec![rx.active(0).0, tx.active(1).0, ev.active(2).0],
-            interrupt: CountingInterrupt::new() as Arc<dyn VirtioInterrupt>,
-            health: Arc::new(DeviceHealth::new()),
-            features: 0,
-        })
+        .worker_for(CountingInterrupt::new().activate_params(
+            &mem,
+            vec![rx.active(0).0, tx.active(1).0, ev.active(2).0],
+            0,
+        ))
         .unwrap();
     // Every packet asks for a port nobody listens on: each needs an RST the guest never takes.
     // Like a real driver, the guest only publishes into free ring slots.

@@ -34,7 +34,8 @@ const WAIT_MS: u64 = 2000;
 
 /// Interrupts taken on `MSIX_VECTOR` and `IOAPIC_VECTOR`.
 static MSIX_COUNT: AtomicU64 = AtomicU64::new(0);
-static IOAPIC_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Interrupts taken on `IOAPIC_VECTOR` (virtio-mmio pins, and COM1 for `serial_in`).
+pub static IOAPIC_COUNT: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
     r#"
@@ -96,7 +97,7 @@ fn set_gate(vector: u8, handler: unsafe extern "C" fn()) {
 }
 
 /// Gates, local APIC on, legacy interrupt sources masked. Returns the BSP's APIC id.
-fn setup() -> u32 {
+pub fn setup() -> u32 {
     set_gate(MSIX_VECTOR, irq_vec_msix);
     set_gate(IOAPIC_VECTOR, irq_vec_ioapic);
     set_gate(SPURIOUS_VECTOR, irq_vec_spurious);
@@ -109,7 +110,7 @@ fn setup() -> u32 {
     lapic_read(0x20) >> 24
 }
 
-fn interrupts_on() -> bool {
+pub fn interrupts_on() -> bool {
     // SAFETY: `sti` from ring 3 raises #GP, whose handler sets IF and returns past it.
     unsafe { asm!("sti", options(nomem, nostack)) };
     let flags: u64;
@@ -118,7 +119,7 @@ fn interrupts_on() -> bool {
     flags & 0x200 != 0
 }
 
-fn interrupts_off() {
+pub fn interrupts_off() {
     // SAFETY: as in `interrupts_on`; the handler clears IF.
     unsafe { asm!("cli", options(nomem, nostack)) };
 }
@@ -240,7 +241,7 @@ fn msix(d: PciDev, apic_id: u32) -> Result<(), Why> {
     r
 }
 
-fn ioapic_write(reg: u32, v: u32) {
+pub fn ioapic_write(reg: u32, v: u32) {
     super::reg::w32(IOAPIC_BASE, reg);
     super::reg::w32(IOAPIC_BASE + 0x10, v);
 }

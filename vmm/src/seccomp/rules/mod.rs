@@ -7,6 +7,7 @@
 //! so the VMM role allows everything the device-worker role does (see `vmm.rs`).
 
 pub(super) mod common;
+pub(super) mod stdin;
 pub(super) mod vcpu;
 pub(super) mod vmm;
 pub(super) mod worker;
