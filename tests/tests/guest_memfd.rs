@@ -22,7 +22,9 @@ fn guest_memfd_available() -> bool {
         return true;
     }
     assert!(
-        out.stderr.contains("--guest-memfd") && out.stderr.contains("KVM_CREATE_GUEST_MEMFD"),
+        out.stderr.contains("--guest-memfd")
+            && (out.stderr.contains("KVM_CREATE_GUEST_MEMFD")
+                || out.stderr.contains("KVM_SET_USER_MEMORY_REGION2")),
         "--guest-memfd failed for another reason: {out:#?}"
     );
     eprintln!(

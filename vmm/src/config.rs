@@ -358,7 +358,7 @@ impl VmConfigBuilder {
     /// guest runs from the shared view), page-state hypercall exits handled by Veil, devices
     /// offering `VIRTIO_F_ACCESS_PLATFORM` over the shared view, and the confidential vCPU
     /// seccomp rules. It exercises the confidential run-time path on any KVM host with
-    /// guest_memfd (Linux 6.8+); it encrypts nothing. Default false.
+    /// guest_memfd slots for plain VMs; it encrypts nothing. Default false.
     pub fn guest_memfd(mut self, on: bool) -> Self {
         self.cfg.guest_memfd = on;
         self
