@@ -20,7 +20,8 @@ use veil_launch::snp::launch::SnpOptions;
 use veil_launch::tdx::launch::TdxOptions;
 use veil_vmm::{ConfidentialLaunch, Payload};
 
-use super::measure::{MeasureArgs, PayloadArgs, vm_config};
+use super::measure::{CpuArgs, MeasureArgs, PayloadArgs, vm_config};
+use super::parse_number;
 
 /// The confidential-launch flags of `veil run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,15 +52,9 @@ pub struct ConfidentialArgs {
     /// SNP ID auth block (4096 bytes) for --id-block.
     #[arg(long, requires = "id_block")]
     pub id_auth: Option<PathBuf>,
-    /// QEMU CPU model whose signature the SNP VMSAs carry (EPYC, EPYC-Milan, EPYC-Genoa, ...).
-    #[arg(long, conflicts_with = "cpu_sig")]
-    pub cpu_type: Option<String>,
-    /// CPU signature (CPUID 1 EAX) for the SNP VMSAs (default on a real launch: this host's).
-    #[arg(long, value_parser = parse_number)]
-    pub cpu_sig: Option<u64>,
-    /// SEV features of the VMSAs (bit 0 SNP_ACTIVE; KVM offers DebugSwap, bit 5).
-    #[arg(long, default_value = "0x1", value_parser = parse_number)]
-    pub guest_features: u64,
+    /// The SNP VMSAs' CPU signature (default on a real launch: this host's) and SEV features.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// TDX TD attributes (default: SEPT_VE_DISABLE).
     #[arg(long, value_parser = parse_number)]
     pub tdx_attributes: Option<u64>,
@@ -108,14 +103,6 @@ impl ConfidentialArgs {
     }
 }
 
-fn parse_number(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|e| format!("{s:?} is not a number: {e}"))
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -140,7 +127,7 @@ fn host_cpu_signature() -> u64 {
 }
 
 fn plan(common: &Common, args: &ConfidentialArgs) -> anyhow::Result<LaunchPlan> {
-    let cpu_sig = match (&args.cpu_type, args.cpu_sig) {
+    let cpu_sig = match (&args.cpu.cpu_type, args.cpu.cpu_sig) {
         (None, None) if !args.dry_run => Some(host_cpu_signature()),
         (_, sig) => sig,
     };
@@ -155,9 +142,10 @@ fn plan(common: &Common, args: &ConfidentialArgs) -> anyhow::Result<LaunchPlan> 
         platform: args.platform,
         cpus: common.cpus,
         memory: common.memory,
-        cpu_type: args.cpu_type.clone(),
-        cpu_sig,
-        guest_features: args.guest_features,
+        cpu: CpuArgs {
+            cpu_sig,
+            ..args.cpu.clone()
+        },
         policy: args.policy,
         host_data: args.host_data.clone(),
         trace: false,
