@@ -5,8 +5,9 @@
 //! a separate anonymous mapping that holds the pages the guest converted to shared.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
-use kvm_bindings::kvm_userspace_memory_region2;
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_cpuid_entry2, kvm_userspace_memory_region2};
 use kvm_bindings::{kvm_create_guest_memfd, kvm_enable_cap, kvm_memory_attributes};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
@@ -60,8 +61,8 @@ impl PrivateSlot {
 pub struct KvmConfidentialVm {
     /// `/dev/kvm`.
     pub kvm: Kvm,
-    /// The VM.
-    pub vm: VmFd,
+    /// The VM, shared with the VMM's device manager and interrupt routes.
+    pub vm: Arc<VmFd>,
     slots: Vec<PrivateSlot>,
     vcpus: Vec<(u32, VcpuFd)>,
 }
@@ -85,7 +86,7 @@ impl KvmConfidentialVm {
         })?;
         Ok(KvmConfidentialVm {
             kvm,
-            vm,
+            vm: Arc::new(vm),
             slots: Vec::new(),
             vcpus: Vec::new(),
         })
@@ -316,6 +317,35 @@ impl KvmConfidentialVm {
             }
         }
         Ok(())
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with `ioapic_pins` IOAPIC pins: the local APICs
+    /// in KVM, the IOAPIC in the VMM (both platforms need it before their first vCPU).
+    pub fn enable_split_irqchip(&self, ioapic_pins: u32) -> Result<(), CommandError> {
+        self.enable_cap(
+            "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+            kvm_bindings::KVM_CAP_SPLIT_IRQCHIP,
+            u64::from(ioapic_pins),
+        )
+    }
+
+    /// `KVM_GET_SUPPORTED_CPUID`.
+    pub fn supported_cpuid(&self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
+        let c = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| CommandError::new("KVM_GET_SUPPORTED_CPUID", e.errno(), format!("{e}")))?;
+        Ok(c.as_slice().to_vec())
+    }
+
+    /// `KVM_SET_CPUID2` on vCPU `id`.
+    pub fn set_vcpu_cpuid(&self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
+        let v = self.vcpu("KVM_SET_CPUID2", id)?;
+        let c = CpuId::from_entries(cpuid).map_err(|e| {
+            CommandError::new("KVM_SET_CPUID2", libc::E2BIG, format!("vCPU {id}: {e:?}"))
+        })?;
+        v.set_cpuid2(&c)
+            .map_err(|e| CommandError::new("KVM_SET_CPUID2", e.errno(), format!("vCPU {id}: {e}")))
     }
 
     /// `KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)` for `KVM_HC_MAP_GPA_RANGE`.

@@ -1,6 +1,8 @@
 //! Real SEV-SNP and TDX launches. They run only where `veil host-check --platform P` says the
 //! platform is present, and skip with the printed reason everywhere else (as on the development
-//! machines, which have neither). docs/launch.md says how to run them on hardware.
+//! machines, which have neither). docs/launch.md says how to run them on hardware. The OVMF
+//! launches carry a virtio-rng device, so they also exercise the device manager on the
+//! platform's shared memory (ACCESS_PLATFORM).
 //!
 //! The attestation checks need a guest that prints its evidence on the serial console:
 //! `VEIL_SNP_TEST_GUEST` (an IGVM file whose guest prints `SNP_REPORT=<hex of the 0x4a0-byte
@@ -12,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use veil_tests::{bin, veil};
+use veil_tests::{bin, veil, veil_measure};
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
@@ -89,12 +91,18 @@ fn host_cpu_sig() -> String {
     format!("{:#x}", std::arch::x86_64::__cpuid(1).eax)
 }
 
-fn measure(args: &[&str]) -> String {
-    let mut all = vec!["measure"];
-    all.extend_from_slice(args);
-    let out = veil(&all);
-    out.expect_status(0);
-    out.stdout.trim().to_string()
+/// What `veil measure <measure>` expects, and the first output line of `veil <run>` that starts
+/// with `marker` (the test fails with all output when none comes within `limit`).
+fn expected_and_line(
+    measure: &[&str],
+    run: &[&str],
+    marker: &str,
+    limit: Duration,
+) -> (String, String) {
+    let expected = veil_measure(measure);
+    let (line, all) = run_until(run, marker, limit);
+    let line = line.unwrap_or_else(|| panic!("no line starting with {marker:?}:\n{all}"));
+    (expected, line)
 }
 
 #[test]
@@ -103,20 +111,21 @@ fn snp_ovmf_launch_completes_with_the_measured_digest() {
         return;
     }
     let sig = host_cpu_sig();
-    let expected = measure(&[
-        "--platform",
-        "sev-snp",
-        "--firmware",
-        OVMF,
-        "--cpu-sig",
-        &sig,
-    ]);
-    let (line, all) = run_until(
-        &["run", "--platform", "sev-snp", "--firmware", OVMF],
+    let (expected, line) = expected_and_line(
+        &[
+            "--platform",
+            "sev-snp",
+            "--firmware",
+            OVMF,
+            "--cpu-sig",
+            &sig,
+        ],
+        // With a virtio device: the launch goes through the VMM's device manager, and the line
+        // comes once the devices are attached.
+        &["run", "--platform", "sev-snp", "--firmware", OVMF, "--rng"],
         "veil: SEV-SNP guest launched",
         Duration::from_secs(60),
     );
-    let line = line.unwrap_or_else(|| panic!("the launch did not complete:\n{all}"));
     assert!(line.ends_with(&expected), "{line} vs {expected}");
 }
 
@@ -131,17 +140,17 @@ fn snp_guest_reports_the_measurement_and_host_data() {
     };
     let host_data = "a5".repeat(32);
     let sig = host_cpu_sig();
-    let expected = measure(&[
-        "--platform",
-        "sev-snp",
-        "--igvm",
-        &guest,
-        "--cpus",
-        "2",
-        "--cpu-sig",
-        &sig,
-    ]);
-    let (line, all) = run_until(
+    let (expected, line) = expected_and_line(
+        &[
+            "--platform",
+            "sev-snp",
+            "--igvm",
+            &guest,
+            "--cpus",
+            "2",
+            "--cpu-sig",
+            &sig,
+        ],
         &[
             "run",
             "--platform",
@@ -156,7 +165,6 @@ fn snp_guest_reports_the_measurement_and_host_data() {
         "SNP_REPORT=",
         Duration::from_secs(300),
     );
-    let line = line.unwrap_or_else(|| panic!("the guest printed no report:\n{all}"));
     let report = unhex(line.trim_start_matches("SNP_REPORT=").trim());
     assert!(report.len() >= 0x4a0, "report of {} bytes", report.len());
     assert_eq!(hex(&report[0x90..0xc0]), expected, "MEASUREMENT");
@@ -168,13 +176,12 @@ fn tdx_ovmf_launch_completes_with_the_measured_mrtd() {
     if !present("tdx") {
         return;
     }
-    let expected = measure(&["--platform", "tdx", "--firmware", OVMF]);
-    let (line, all) = run_until(
-        &["run", "--platform", "tdx", "--firmware", OVMF],
+    let (expected, line) = expected_and_line(
+        &["--platform", "tdx", "--firmware", OVMF],
+        &["run", "--platform", "tdx", "--firmware", OVMF, "--rng"],
         "veil: TD launched",
         Duration::from_secs(60),
     );
-    let line = line.unwrap_or_else(|| panic!("the launch did not complete:\n{all}"));
     assert!(line.ends_with(&expected), "{line} vs {expected}");
 }
 
@@ -187,13 +194,12 @@ fn tdx_guest_reports_the_mrtd() {
         eprintln!("skipped: set VEIL_TDX_TEST_GUEST to an IGVM guest that prints TDREPORT=<hex>");
         return;
     };
-    let expected = measure(&["--platform", "tdx", "--igvm", &guest, "--cpus", "2"]);
-    let (line, all) = run_until(
+    let (expected, line) = expected_and_line(
+        &["--platform", "tdx", "--igvm", &guest, "--cpus", "2"],
         &["run", "--platform", "tdx", "--igvm", &guest, "--cpus", "2"],
         "TDREPORT=",
         Duration::from_secs(300),
     );
-    let line = line.unwrap_or_else(|| panic!("the guest printed no TDREPORT:\n{all}"));
     let report = unhex(line.trim_start_matches("TDREPORT=").trim());
     assert!(report.len() >= 1024, "TDREPORT of {} bytes", report.len());
     // TDREPORT: REPORTMACSTRUCT (256), TEE_TCB_INFO (239), reserved (17), then TDINFO:

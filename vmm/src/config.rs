@@ -3,7 +3,11 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use veil_firmware::LaunchPlan;
+use veil_launch::backend::LaunchOptions;
 
 use crate::seccomp::SeccompLevel;
 use crate::virtio_config::{self, Transport, VirtioConfigError, VirtioDeviceConfig};
@@ -48,6 +52,15 @@ pub enum ConfigError {
         /// The host's total RAM.
         host: u64,
     },
+    /// A confidential launch plan without vCPUs.
+    #[error("the confidential launch plan has no vCPU")]
+    PlanWithoutVcpus,
+    /// A confidential launch plan for the plain platform.
+    #[error("the launch plan is for platform {0}; a confidential launch needs sev-snp or tdx")]
+    PlanNotConfidential(veil_firmware::Platform),
+    /// A quote service for a platform that has no use for it.
+    #[error("a quote generation service is for TDX guests, not {0}")]
+    QuoteServiceNotTdx(veil_firmware::Platform),
     /// A command line the guest could not receive.
     #[error("--cmdline: {0}")]
     BadCmdline(&'static str),
@@ -86,6 +99,29 @@ impl Kernel {
             Kernel::Image { name, .. } => name.clone(),
         }
     }
+}
+
+/// A confidential launch (SEV-SNP or TDX): the launch plan the platform replays and measures,
+/// and the choices the plan leaves to the launcher. Build the plan with
+/// `veil_firmware::build_plan` (its `platform` picks the backend).
+#[derive(Debug, Clone)]
+pub struct ConfidentialLaunch {
+    /// The plan: page imports, vCPU states, policy, memory layout.
+    pub plan: Arc<LaunchPlan>,
+    /// SEV-SNP and TDX launch options (policy, TD attributes, ...).
+    pub options: LaunchOptions,
+    /// Unix socket of a TDX quote generation service for the guest's GetQuote (TDX only).
+    pub quote_service: Option<PathBuf>,
+}
+
+/// What the guest starts from.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A plain guest: Veil loads this kernel and writes the boot structures itself.
+    Kernel(Kernel),
+    /// A confidential guest: the platform backend launches the plan (memory, measurement,
+    /// vCPU state); Veil then adds the devices and runs the vCPUs.
+    Confidential(ConfidentialLaunch),
 }
 
 /// The boot protocol used to enter the kernel.
@@ -145,7 +181,8 @@ impl FromStr for MemorySize {
 /// A validated description of a guest to launch. Build it with [`VmConfig::builder`].
 #[derive(Debug, Clone)]
 pub struct VmConfig {
-    kernel: Kernel,
+    payload: Payload,
+    guest_memfd: bool,
     initramfs: Option<PathBuf>,
     cmdline: String,
     boot: BootProtocol,
@@ -162,9 +199,16 @@ pub struct VmConfig {
 impl VmConfig {
     /// A builder with defaults: 1 vCPU, 256 MiB, automatic boot protocol, serial to stdout.
     pub fn builder(kernel: Kernel) -> VmConfigBuilder {
+        Self::builder_for(Payload::Kernel(kernel))
+    }
+
+    /// A builder for `payload` with the same defaults as [`VmConfig::builder`]; a confidential
+    /// payload takes its vCPU count and memory from the plan.
+    pub fn builder_for(payload: Payload) -> VmConfigBuilder {
         VmConfigBuilder {
             cfg: VmConfig {
-                kernel,
+                payload,
+                guest_memfd: false,
                 initramfs: None,
                 cmdline: String::new(),
                 boot: BootProtocol::Auto,
@@ -181,9 +225,21 @@ impl VmConfig {
         }
     }
 
-    /// The kernel to boot.
-    pub fn kernel(&self) -> &Kernel {
-        &self.kernel
+    /// What the guest starts from.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+    /// The kernel to boot (None for a confidential launch, whose plan holds the payload).
+    pub fn kernel(&self) -> Option<&Kernel> {
+        match &self.payload {
+            Payload::Kernel(k) => Some(k),
+            Payload::Confidential(_) => None,
+        }
+    }
+    /// Whether guest RAM sits in guest_memfd slots with a shared view (always for confidential
+    /// launches; asked for with [`VmConfigBuilder::guest_memfd`] for plain ones).
+    pub fn guest_memfd(&self) -> bool {
+        self.guest_memfd || matches!(self.payload, Payload::Confidential(_))
     }
     /// The initramfs file, if any.
     pub fn initramfs(&self) -> Option<&Path> {
@@ -297,6 +353,16 @@ impl VmConfigBuilder {
         self.cfg.seccomp_launching_thread = on;
         self
     }
+    /// Puts a plain guest's RAM on the memory layout of confidential guests: guest_memfd slots
+    /// whose shared view holds the guest's memory (on a plain VM nothing is private, so the
+    /// guest runs from the shared view), page-state hypercall exits handled by Veil, devices
+    /// offering `VIRTIO_F_ACCESS_PLATFORM` over the shared view, and the confidential vCPU
+    /// seccomp rules. It exercises the confidential run-time path on any KVM host with
+    /// guest_memfd slots for plain VMs; it encrypts nothing. Default false.
+    pub fn guest_memfd(mut self, on: bool) -> Self {
+        self.cfg.guest_memfd = on;
+        self
+    }
     /// Checks memory against this amount instead of the host's RAM (for tests).
     pub fn host_memory(mut self, bytes: u64) -> Self {
         self.host_memory = Some(bytes);
@@ -305,7 +371,28 @@ impl VmConfigBuilder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<VmConfig, ConfigError> {
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
+        if let Payload::Confidential(c) = &cfg.payload {
+            let platform = c.plan.platform;
+            if platform == veil_firmware::Platform::None {
+                return Err(ConfigError::PlanNotConfidential(platform));
+            }
+            if c.quote_service.is_some() && platform != veil_firmware::Platform::Tdx {
+                return Err(ConfigError::QuoteServiceNotTdx(platform));
+            }
+            // The plan fixes the vCPUs and RAM; the launch creates what it lists.
+            cfg.cpus = u32::try_from(c.plan.vcpus.len()).unwrap_or(u32::MAX);
+            if cfg.cpus == 0 {
+                return Err(ConfigError::PlanWithoutVcpus);
+            }
+            cfg.memory = c
+                .plan
+                .memory
+                .iter()
+                .map(|m| m.size)
+                .sum::<u64>()
+                .max(MIN_MEMORY);
+        }
         match cfg.cpus {
             0 => return Err(ConfigError::ZeroCpus),
             n if n > MAX_CPUS => return Err(ConfigError::TooManyCpus(n)),
@@ -420,6 +507,53 @@ mod tests {
         assert!(builder().cmdline("x".repeat(MAX_CMDLINE)).build().is_err());
         let ok = builder().cpus(4).memory(512 << 20).build().unwrap();
         assert_eq!((ok.cpus(), ok.memory()), (4, 512 << 20));
+    }
+
+    #[test]
+    fn a_confidential_payload_takes_cpus_and_memory_from_its_plan() {
+        use veil_firmware::Platform;
+        use veil_firmware::plan::{MemoryRange, VcpuState};
+        let launch = |plan: LaunchPlan, quote: Option<PathBuf>| {
+            VmConfig::builder_for(Payload::Confidential(ConfidentialLaunch {
+                plan: Arc::new(plan),
+                options: LaunchOptions::default(),
+                quote_service: quote,
+            }))
+            .host_memory(8 << 30)
+            .cpus(7)
+        };
+        let mut plan = LaunchPlan::new(Platform::SevSnp);
+        assert_eq!(
+            launch(plan.clone(), None).build().unwrap_err(),
+            ConfigError::PlanWithoutVcpus
+        );
+        plan.vcpus = vec![VcpuState::reset(0xfff0, 0); 2];
+        plan.memory = vec![
+            MemoryRange {
+                gpa: 0,
+                size: 0x8000_0000,
+            },
+            MemoryRange {
+                gpa: 1 << 32,
+                size: 0x4000_0000,
+            },
+        ];
+        let cfg = launch(plan.clone(), None).build().unwrap();
+        assert_eq!((cfg.cpus(), cfg.memory()), (2, 0xc000_0000));
+        assert!(cfg.guest_memfd() && cfg.kernel().is_none());
+        assert_eq!(
+            launch(plan.clone(), Some("q".into())).build().unwrap_err(),
+            ConfigError::QuoteServiceNotTdx(Platform::SevSnp)
+        );
+        plan.platform = Platform::None;
+        assert_eq!(
+            launch(plan, None).build().unwrap_err(),
+            ConfigError::PlanNotConfidential(Platform::None)
+        );
+        // Plain guests keep their kernel and opt in to guest_memfd.
+        let plain = builder().guest_memfd(true).build().unwrap();
+        assert!(plain.guest_memfd() && plain.kernel().is_some());
+        assert!(!builder().build().unwrap().guest_memfd());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::BootProtocol;
 use crate::device_manager::DeviceThreads;
 use crate::exit::{ExitState, GuestExit};
+use crate::platform::GuestMemfdVm;
 
 /// A running guest. Dropping it stops the guest.
 ///
@@ -31,6 +32,8 @@ pub struct VmHandle {
     // Dropped after the vCPU threads are joined (`wait`/`Drop` join first).
     pub(crate) _vm: Arc<VmFd>,
     pub(crate) _memory: GuestMemoryMmap,
+    /// Owner of the guest_memfd slots `_memory` is built on (dropped after it).
+    pub(crate) _platform: Option<Arc<GuestMemfdVm>>,
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.

@@ -3,19 +3,22 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::{Cap, Kvm};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
 
-use crate::config::{BootProtocol, VmConfig};
+use crate::config::{BootProtocol, Kernel, Payload, VmConfig};
 use crate::device_manager::routing::GsiRoutes;
 use crate::device_manager::{self, DeviceManagerError, Machine};
 use crate::devices::{self, DeviceError};
 use crate::exit::{CrashReport, ExitState, GuestExit};
 use crate::handle::{VmHandle, kick_signal, on_kick, stop_threads};
 use crate::memory::{MemoryError, MemoryLayout};
-use crate::seccomp::{Role, SeccompError, ThreadStart};
+use crate::platform::{self, GuestMemfdVm, PlatformError};
+use crate::seccomp::{Role, SeccompError, ThreadStart, VcpuNeeds};
 use crate::vcpu::{self, RunContext, VcpuError, VcpuSetup};
 use crate::vm::{self, KvmMsi, VmError};
 use crate::x86::boot::{self, BootError, linux, pvh};
+use crate::x86::regs::EntryMode;
 use crate::x86::{paging, write_platform_tables};
 
 /// Stack of each vCPU thread: the run loop is shallow and device handlers are small.
@@ -44,6 +47,9 @@ pub enum LaunchError {
     /// The VM.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// A confidential or guest_memfd-backed VM.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
     /// The kernel, initramfs or boot structures.
     #[error(transparent)]
     Boot(#[from] BootError),
@@ -96,6 +102,23 @@ fn open_kvm() -> Result<Kvm, LaunchError> {
     })
 }
 
+/// A VM with its memory and payload in place, before devices and vCPU threads.
+struct Loaded {
+    vm: Arc<VmFd>,
+    memory: GuestMemoryMmap,
+    high_ram: u64,
+    vcpus: Vcpus,
+    protocol: BootProtocol,
+}
+
+/// Where the vCPUs come from.
+enum Vcpus {
+    /// The VMM creates and sets them up; the BSP enters the kernel this way.
+    Create(EntryMode),
+    /// The confidential backend created and launched them (their state is measured).
+    Launched(Vec<(u32, VcpuFd)>),
+}
+
 /// Boots the guest `config` describes and returns once its vCPUs run.
 pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
     let kvm = open_kvm()?;
@@ -106,41 +129,98 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
             max,
         });
     }
-    let layout = MemoryLayout::new(config.memory());
-    let memory = layout.create()?;
-    let vm = vm::create(&kvm, &memory)?;
+    // Declared first, dropped last: the guest_memfd slots outlive the memory built on them.
+    let mut platform = None;
+    let loaded = match config.payload() {
+        Payload::Kernel(kernel) => {
+            let layout = MemoryLayout::new(config.memory());
+            let (vm, memory) = if config.guest_memfd() {
+                let p = platform::plain(&layout)?;
+                platform = Some(p.platform);
+                (p.vm, p.memory)
+            } else {
+                let memory = layout.create()?;
+                (Arc::new(vm::create(&kvm, &memory)?), memory)
+            };
+            load_kernel(config, kernel, &layout, vm, memory)?
+        }
+        Payload::Confidential(c) => {
+            let p = platform::confidential(c)?;
+            platform = Some(p.platform);
+            Loaded {
+                vm: p.vm,
+                memory: p.memory,
+                high_ram: p.high_ram,
+                vcpus: Vcpus::Launched(p.vcpus),
+                // The plan's firmware or kernel entry, not one of Veil's boot protocols.
+                protocol: BootProtocol::Auto,
+            }
+        }
+    };
+    start(config, &kvm, loaded, platform)
+}
 
-    let kernel = boot::load_kernel(&memory, &layout, config.kernel())?;
-    let protocol = boot::choose(&kernel, config.boot(), &config.kernel().describe())?;
+/// Loads `kernel` (and the initramfs, command line and boot structures) into `memory`.
+fn load_kernel(
+    config: &VmConfig,
+    kernel: &Kernel,
+    layout: &MemoryLayout,
+    vm: Arc<VmFd>,
+    memory: GuestMemoryMmap,
+) -> Result<Loaded, LaunchError> {
+    let loaded = boot::load_kernel(&memory, layout, kernel)?;
+    let protocol = boot::choose(&loaded, config.boot(), &kernel.describe())?;
     let initramfs = match config.initramfs() {
         Some(path) => {
             let limit = match protocol {
                 BootProtocol::Pvh => layout.low_ram_end(),
-                _ => linux::initrd_limit(kernel.header.as_ref(), layout.low_ram_end()),
+                _ => linux::initrd_limit(loaded.header.as_ref(), layout.low_ram_end()),
             };
-            Some(boot::load_initramfs(&memory, path, kernel.end, limit)?)
+            Some(boot::load_initramfs(&memory, path, loaded.end, limit)?)
         }
         None => None,
     };
-    let cpus = config.cpus();
-    write_platform_tables(&memory, cpus as u8).map_err(BootError::from)?;
+    write_platform_tables(&memory, config.cpus() as u8).map_err(BootError::from)?;
     let cmdline_len = boot::write_cmdline(&memory, &device_manager::cmdline(config)?)?;
     let e820 = layout.e820();
     match protocol {
         BootProtocol::Pvh => pvh::write(&memory, &e820, initramfs).map_err(BootError::from)?,
         _ => {
-            let params = linux::boot_params(kernel.header, &e820, cmdline_len, initramfs);
+            let params = linux::boot_params(loaded.header, &e820, cmdline_len, initramfs);
             linux::write(&memory, params).map_err(BootError::from)?;
             paging::write(&memory).map_err(BootError::from)?;
         }
     }
     log::debug!(
         "kernel {} loaded up to {:#x}, booting via {protocol:?}",
-        config.kernel().describe(),
-        kernel.end
+        kernel.describe(),
+        loaded.end
     );
+    Ok(Loaded {
+        vm,
+        memory,
+        high_ram: layout.high_ram(),
+        vcpus: Vcpus::Create(boot::entry_mode(&loaded, protocol)),
+        protocol,
+    })
+}
 
-    let vm = Arc::new(vm);
+/// Attaches the devices, starts the vCPU threads behind their seccomp filters and opens the
+/// gate: the part every payload shares.
+fn start(
+    config: &VmConfig,
+    kvm: &Kvm,
+    loaded: Loaded,
+    platform: Option<Arc<GuestMemfdVm>>,
+) -> Result<VmHandle, LaunchError> {
+    let Loaded {
+        vm,
+        memory,
+        high_ram,
+        vcpus,
+        protocol,
+    } = loaded;
+    let cpus = config.cpus();
     let exit = Arc::new(ExitState::default());
     let routes = Arc::new(GsiRoutes::new(vm.clone()));
     let msi = KvmMsi {
@@ -157,24 +237,31 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
     let machine = Machine {
         vm: &vm,
         memory: &memory,
-        high_ram: layout.high_ram(),
+        high_ram,
         routes: &routes,
+        access_platform: platform.is_some(),
     };
     let stdin = crate::stdin::Input::claim(config, &devs.serial, devs.serial_room.as_ref())
         .map_err(DeviceError::from)?;
     let virtio = device_manager::attach(config, &machine, &mut devs.pio, &mut devs.mmio)?;
-    let setup = VcpuSetup {
-        supported_cpuid: kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(LaunchError::Cpuid)?,
-        tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
-        cpus,
-        entry: boot::entry_mode(&kernel, protocol),
+    let fds = match vcpus {
+        Vcpus::Create(entry) => {
+            let setup = VcpuSetup {
+                supported_cpuid: kvm
+                    .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                    .map_err(LaunchError::Cpuid)?,
+                tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
+                cpus,
+                entry,
+            };
+            let mut fds = Vec::with_capacity(cpus as usize);
+            for id in 0..cpus {
+                fds.push((id, vcpu::create(&vm, id, &setup)?));
+            }
+            fds
+        }
+        Vcpus::Launched(fds) => fds,
     };
-    let mut fds = Vec::with_capacity(cpus as usize);
-    for id in 0..cpus {
-        fds.push(vcpu::create(&vm, id, &setup)?);
-    }
 
     install_kick_handler()?;
     let ctx = Arc::new(RunContext {
@@ -183,9 +270,16 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         ioapic: devs.ioapic,
         exit: exit.clone(),
         logged_mmio: Mutex::new(Vec::new()),
+        platform: platform
+            .clone()
+            .map(|p| p as Arc<dyn platform::PlatformExits>),
     });
     // vCPU threads install their seccomp filter and wait until every thread is filtered.
-    let mut start = ThreadStart::new(config.seccomp())?;
+    let needs = VcpuNeeds {
+        memory_conversions: platform.is_some(),
+        quote_socket: platform.as_ref().is_some_and(|p| p.has_quote_service()),
+    };
+    let mut start = ThreadStart::with_vcpu_needs(config.seccomp(), needs)?;
     let stdin = match stdin {
         Some(input) => {
             let ticket = start.ticket();
@@ -197,8 +291,8 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         }
         None => None,
     };
-    let mut threads = Vec::with_capacity(cpus as usize);
-    for (id, fd) in (0..cpus).zip(fds) {
+    let mut threads = Vec::with_capacity(fds.len());
+    for (id, fd) in fds {
         let ctx = ctx.clone();
         let ticket = start.ticket();
         let spawned = std::thread::Builder::new()
@@ -244,6 +338,7 @@ pub fn launch(config: &VmConfig) -> Result<VmHandle, LaunchError> {
         stdin,
         _vm: vm,
         _memory: memory,
+        _platform: platform,
     })
 }
 

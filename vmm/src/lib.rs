@@ -23,6 +23,7 @@ pub mod exit;
 mod handle;
 mod launch;
 pub mod memory;
+mod platform;
 pub mod probe_image;
 pub mod seccomp;
 mod stdin;
@@ -31,10 +32,14 @@ pub mod virtio_config;
 mod vm;
 pub mod x86;
 
-pub use config::{BootProtocol, ConfigError, Kernel, MemorySize, SerialOutput, VmConfig};
+pub use config::{
+    BootProtocol, ConfidentialLaunch, ConfigError, Kernel, MemorySize, Payload, SerialOutput,
+    VmConfig,
+};
 pub use exit::{CrashReport, GuestExit};
 pub use handle::VmHandle;
 pub use launch::{LaunchError, launch};
+pub use platform::PlatformError;
 pub use seccomp::SeccompLevel;
 pub use virtio_config::{
     ConsoleOutput, DiskConfig, DiskEngine, NetConfig, Transport, VirtioDeviceConfig, VsockConfig,

@@ -530,6 +530,22 @@ impl VsockConfig {
     }
 }
 
+/// The `virtio_mmio.device=<size>@<base>:<pin>` tokens that announce the virtio-mmio devices
+/// among `devices` (in order; `default` for those without their own transport), as Veil
+/// appends them to a kernel's command line. A confidential direct boot puts them into the
+/// measured command line itself.
+pub fn mmio_tokens(devices: &[VirtioDeviceConfig], default: Transport) -> Vec<String> {
+    devices
+        .iter()
+        .filter(|d| d.transport().unwrap_or(default) == Transport::Mmio)
+        .enumerate()
+        .map(|(i, _)| {
+            let (base, pin) = crate::device_manager::mmio_slot(i);
+            veil_devices::virtio::mmio::MmioTransport::cmdline_arg(base, pin)
+        })
+        .collect()
+}
+
 /// Checks a VM's device list: each device's settings, one vsock/rng/console at most, and room on
 /// each transport.
 pub fn validate(

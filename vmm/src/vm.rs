@@ -68,13 +68,24 @@ pub fn create(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
         unsafe { vm.set_user_memory_region(slot_region) }
             .map_err(|source| VmError::MemorySlot { gpa, size, source })?;
     }
+    split_irqchip(&vm)?;
+    Ok(vm)
+}
+
+/// The TSS address and the split irqchip, for a VM whose memory slots someone else created
+/// (guest_memfd slots, `--guest-memfd`).
+pub fn prepare(vm: &VmFd) -> Result<(), VmError> {
+    vm.set_tss_address(TSS_ADDR).map_err(VmError::Tss)?;
+    split_irqchip(vm)
+}
+
+fn split_irqchip(vm: &VmFd) -> Result<(), VmError> {
     let mut cap = kvm_enable_cap {
         cap: KVM_CAP_SPLIT_IRQCHIP,
         ..Default::default()
     };
     cap.args[0] = IOAPIC_PINS as u64; // routes reserved for the userspace IOAPIC
-    vm.enable_cap(&cap).map_err(VmError::SplitIrqchip)?;
-    Ok(vm)
+    vm.enable_cap(&cap).map_err(VmError::SplitIrqchip)
 }
 
 /// Interrupt delivery to the in-kernel local APICs, for the userspace IOAPIC.

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_cpuid_entry2, kvm_msr_entry};
+use kvm_bindings::{Msrs, kvm_cpuid_entry2, kvm_msr_entry};
 
 use super::{Init2, LaunchFinish, LaunchStart, SnpPlatform};
 use crate::kvm_vm::{KvmConfidentialVm, private_memory_via_core};
@@ -31,10 +31,6 @@ impl KvmSnp {
             .open("/dev/sev")
             .map_err(|e| CommandError::last_os("open /dev/sev", &e, format!("/dev/sev: {e}")))?;
         let core = KvmConfidentialVm::create(kvm_bindings::KVM_X86_SNP_VM)?;
-        // The local APICs live in KVM, created before any vCPU.
-        core.vm
-            .create_irq_chip()
-            .map_err(|e| CommandError::new("KVM_CREATE_IRQCHIP", e.errno(), format!("{e}")))?;
         Ok(KvmSnp { core, sev })
     }
 
@@ -65,13 +61,12 @@ impl SnpPlatform for KvmSnp {
         self.sev_cmd("KVM_SEV_INIT2", sys::KVM_SEV_INIT2, &mut data)
     }
 
+    fn enable_split_irqchip(&mut self, ioapic_pins: u32) -> Result<(), CommandError> {
+        self.core.enable_split_irqchip(ioapic_pins)
+    }
+
     fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
-        let c = self
-            .core
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| CommandError::new("KVM_GET_SUPPORTED_CPUID", e.errno(), format!("{e}")))?;
-        Ok(c.as_slice().to_vec())
+        self.core.supported_cpuid()
     }
 
     fn launch_start(&mut self, start: &LaunchStart) -> Result<(), CommandError> {
@@ -118,12 +113,7 @@ impl SnpPlatform for KvmSnp {
     }
 
     fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
-        let v = self.core.vcpu("KVM_SET_CPUID2", id)?;
-        let c = CpuId::from_entries(cpuid).map_err(|e| {
-            CommandError::new("KVM_SET_CPUID2", libc::E2BIG, format!("vCPU {id}: {e:?}"))
-        })?;
-        v.set_cpuid2(&c)
-            .map_err(|e| CommandError::new("KVM_SET_CPUID2", e.errno(), format!("vCPU {id}: {e}")))
+        self.core.set_vcpu_cpuid(id, cpuid)
     }
 
     fn set_vcpu_registers(&mut self, id: u32, r: &VcpuRegisters) -> Result<(), CommandError> {

@@ -13,6 +13,10 @@ use crate::platform::{CommandError, SlotSpec};
 use crate::regs::VcpuRegisters;
 use crate::sys::snp::{self as sys, page_type};
 
+/// IOAPIC pins the VMM's userspace IOAPIC has (routes KVM reserves for it with the split
+/// irqchip), as for plain and TDX VMs.
+pub const IOAPIC_PINS: u32 = 24;
+
 /// Choices the plan leaves to the launcher.
 #[derive(Debug, Clone, Default)]
 pub struct SnpOptions {
@@ -81,7 +85,7 @@ fn update_range<P: SnpPlatform>(
     Ok(())
 }
 
-/// Launches `plan` on `p`: INIT2, page-state exits, guest_memfd slots set PRIVATE,
+/// Launches `plan` on `p`: INIT2, the split irqchip, page-state exits, guest_memfd slots set PRIVATE,
 /// LAUNCH_START, one LAUNCH_UPDATE per import (the CPUID page built from the supported CPUID and
 /// corrected once if the firmware rejects it), vCPUs created with their registers, LAUNCH_FINISH.
 pub fn launch<P: SnpPlatform>(
@@ -111,6 +115,7 @@ pub fn launch<P: SnpPlatform>(
         vmsa_features: plan.sev_features & !sys::SEV_FEAT_SNP_ACTIVE,
         ghcb_version: sys::GHCB_VERSION,
     })?;
+    p.enable_split_irqchip(IOAPIC_PINS)?;
     p.enable_page_state_exits()?;
     let slots = layout::slots(plan);
     for s in &slots {

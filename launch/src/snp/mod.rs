@@ -48,6 +48,11 @@ pub trait SnpPlatform: PrivateMemory {
     /// `KVM_SEV_INIT2`.
     fn init2(&mut self, init: &Init2) -> Result<(), CommandError>;
 
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` with `ioapic_pins` routes for a userspace IOAPIC:
+    /// the local APICs live in KVM (created with each vCPU, so this comes before any vCPU), the
+    /// IOAPIC in the VMM, which delivers device interrupts as MSIs (irqfds, MSI routes).
+    fn enable_split_irqchip(&mut self, ioapic_pins: u32) -> Result<(), CommandError>;
+
     /// The CPUID KVM supports (`KVM_GET_SUPPORTED_CPUID`), the source of the CPUID page.
     fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError>;
 

@@ -55,7 +55,6 @@ impl SnpModel {
         let mut mem = ModelMemory::default();
         mem.log
             .push("open /dev/sev; KVM_CREATE_VM type=4 (KVM_X86_SNP_VM)".to_string());
-        mem.log.push("KVM_CREATE_IRQCHIP".to_string());
         SnpModel {
             config,
             state: State::Created,
@@ -170,6 +169,22 @@ impl SnpPlatform for SnpModel {
         self.mem.log.push(format!(
             "KVM_SEV_INIT2 vmsa_features={:#x} ghcb_version={} flags=0",
             init.vmsa_features, init.ghcb_version
+        ));
+        Ok(())
+    }
+
+    fn enable_split_irqchip(&mut self, ioapic_pins: u32) -> Result<(), CommandError> {
+        // KVM creates each vCPU's local APIC with the vCPU: the irqchip mode comes first.
+        if !self.mem.vcpus.is_empty() {
+            return Err(CommandError::rule(
+                "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+                libc::EINVAL,
+                Rule::Order,
+                "vCPUs exist already",
+            ));
+        }
+        self.mem.log.push(format!(
+            "KVM_ENABLE_CAP KVM_CAP_SPLIT_IRQCHIP args[0]={ioapic_pins}"
         ));
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use std::os::fd::AsRawFd;
 
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_cpuid_entry2};
+use kvm_bindings::kvm_cpuid_entry2;
 
 use super::{CapabilitiesReply, InitVm, TdxCapabilities, TdxPlatform};
 use crate::kvm_vm::{KvmConfidentialVm, private_memory_via_core};
@@ -64,11 +64,7 @@ impl KvmTdx {
     /// and the IOAPIC in userspace).
     pub fn create() -> Result<Self, CommandError> {
         let core = KvmConfidentialVm::create(kvm_bindings::KVM_X86_TDX_VM)?;
-        core.enable_cap(
-            "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
-            kvm_bindings::KVM_CAP_SPLIT_IRQCHIP,
-            24,
-        )?;
+        core.enable_split_irqchip(24)?;
         Ok(KvmTdx { core })
     }
 
@@ -106,12 +102,7 @@ impl TdxPlatform for KvmTdx {
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<kvm_cpuid_entry2>, CommandError> {
-        let c = self
-            .core
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| CommandError::new("KVM_GET_SUPPORTED_CPUID", e.errno(), format!("{e}")))?;
-        Ok(c.as_slice().to_vec())
+        self.core.supported_cpuid()
     }
 
     fn init_vm(&mut self, init: &InitVm) -> Result<(), CommandError> {
@@ -135,12 +126,7 @@ impl TdxPlatform for KvmTdx {
     }
 
     fn set_vcpu_cpuid(&mut self, id: u32, cpuid: &[kvm_cpuid_entry2]) -> Result<(), CommandError> {
-        let v = self.core.vcpu("KVM_SET_CPUID2", id)?;
-        let c = CpuId::from_entries(cpuid).map_err(|e| {
-            CommandError::new("KVM_SET_CPUID2", libc::E2BIG, format!("vCPU {id}: {e:?}"))
-        })?;
-        v.set_cpuid2(&c)
-            .map_err(|e| CommandError::new("KVM_SET_CPUID2", e.errno(), format!("vCPU {id}: {e}")))
+        self.core.set_vcpu_cpuid(id, cpuid)
     }
 
     fn init_vcpu(&mut self, id: u32, hob_gpa: u64) -> Result<(), CommandError> {

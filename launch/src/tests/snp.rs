@@ -87,6 +87,7 @@ fn command_log_follows_the_kvm_sequence() {
     let order = [
         pos("open /dev/sev; KVM_CREATE_VM type=4"),
         pos("KVM_SEV_INIT2"),
+        pos("KVM_ENABLE_CAP KVM_CAP_SPLIT_IRQCHIP args[0]=24"),
         pos("KVM_ENABLE_CAP KVM_CAP_EXIT_HYPERCALL"),
         pos("KVM_CREATE_GUEST_MEMFD"),
         pos("KVM_SET_MEMORY_ATTRIBUTES"),

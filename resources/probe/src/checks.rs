@@ -66,6 +66,7 @@ fn run(name: &str, boot: &BootInfo, cfg: &Config) -> bool {
         "irq" => crate::virtio::irq::check(cfg),
         "serial_in" => crate::serial_in::check(),
         "console_in" => crate::virtio::console::check_input(cfg),
+        "pagestate" => crate::pagestate::check(),
         _ => Err(Why::Text("no such check")),
     };
     match result {

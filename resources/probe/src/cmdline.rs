@@ -5,7 +5,7 @@
 //! `probe.vsock_listen=`) and the loader's `virtio_mmio.device=` announcements.
 
 /// Checks and workloads the probe knows, in the order it runs them.
-pub const CHECKS: [&str; 17] = [
+pub const CHECKS: [&str; 18] = [
     "boot",
     "mem",
     "smp",
@@ -23,6 +23,7 @@ pub const CHECKS: [&str; 17] = [
     "irq",
     "serial_in",
     "console_in",
+    "pagestate",
 ];
 /// Most `virtio_mmio.device=` tokens kept.
 pub const MAX_MMIO: usize = 32;

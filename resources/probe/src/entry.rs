@@ -14,7 +14,8 @@
 //!   [`crate::cpu::exception_report`], except the #GP of a ring-3 `hlt`, which halts the CPU:
 //!   that is how ring 3 stops a CPU, and the #GP of a ring-3 `sti` / `cli` (IOPL is 0 here),
 //!   which sets / clears IF in the saved RFLAGS and returns past the instruction: that is how
-//!   ring 3 takes interrupts (see `virtio/irq.rs`). (This nested KVM turns a ring-3 `int n` into #UD, so the
+//!   ring 3 takes interrupts (see `virtio/irq.rs`), and the #GP of a ring-3 `clts`, which makes
+//!   a KVM hypercall at CPL0 with ring 3's registers (see `pagestate.rs`). (This nested KVM turns a ring-3 `int n` into #UD, so the
 //!   probe has no `int` gate.)
 
 use crate::cpu::{GDT_ENTRIES, KERNEL_CS, KERNEL_DS, TSS_BASE, USER_CS, USER_DS};
@@ -276,6 +277,8 @@ exc_common:
     je 15f
     cmp byte ptr [rax], 0xfa
     je 16f
+    cmp word ptr [rax], 0x060f
+    je 18f
     cmp byte ptr [rax], 0xf4
     pop rax
     jne 13f
@@ -291,6 +294,20 @@ exc_common:
 17:
     inc qword ptr [rsp + 24]
     pop rax
+    add rsp, 16
+    iretq
+    # Ring 3's `clts`: a KVM hypercall with ring 3's registers (see `pagestate.rs`); RSI set
+    # means AMD (`vmmcall`). RAX carries the answer back past the 2-byte instruction.
+18:
+    pop rax
+    test rsi, rsi
+    jnz 19f
+    vmcall
+    jmp 20f
+19:
+    vmmcall
+20:
+    add qword ptr [rsp + 16], 2
     add rsp, 16
     iretq
 13:

@@ -15,6 +15,7 @@ mod entry;
 mod global;
 mod heap;
 mod mem;
+mod pagestate;
 mod paging;
 mod phys;
 mod port;

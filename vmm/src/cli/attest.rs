@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::measure::{MeasureArgs, PayloadArgs, parse_size, vm_config};
+use super::measure::{CpuArgs, MeasureArgs, PayloadArgs, parse_size, vm_config};
 use veil_firmware::{Platform, build_plan};
 use veil_launch::attest::{
     CaChain, Cert, Product, SnpExpectations, SnpReport, Tcb, Verdict, report_data_from_spec, tdx,
@@ -96,23 +96,9 @@ pub struct VerifyArgs {
     /// With a payload: guest memory (e.g. 512M, 2G).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub memory: u64,
-    /// With a payload: QEMU CPU model whose signature the VMSAs carry (SEV-SNP).
-    #[arg(long, conflicts_with = "cpu_sig")]
-    pub cpu_type: Option<String>,
-    /// With a payload: CPU signature (CPUID 1 EAX), e.g. 0xa00f11.
-    #[arg(long, value_parser = parse_u64)]
-    pub cpu_sig: Option<u64>,
-    /// With a payload: SEV features of the VMSAs.
-    #[arg(long, default_value = "0x1", value_parser = parse_u64)]
-    pub guest_features: u64,
-}
-
-fn parse_u64(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|e| format!("{s:?} is not a number: {e}"))
+    /// With a payload (SEV-SNP): the VMSAs' CPU signature and SEV features.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
 }
 
 impl VerifyArgs {
@@ -136,9 +122,7 @@ impl VerifyArgs {
             platform,
             cpus: self.cpus,
             memory: self.memory,
-            cpu_type: self.cpu_type.clone(),
-            cpu_sig: self.cpu_sig,
-            guest_features: self.guest_features,
+            cpu: self.cpu.clone(),
             policy: None,
             host_data: None,
             trace: false,

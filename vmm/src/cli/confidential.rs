@@ -2,24 +2,26 @@
 //! the same launch sequence replayed through the platform model (any host, nothing created).
 //!
 //! Without `--dry-run`, a host that lacks the platform is refused before anything is created,
-//! with the list of what is missing (the facts `veil host-check` reports).
+//! with the list of what is missing (the facts `veil host-check` reports). Otherwise the plan
+//! becomes a [`Payload::Confidential`] that `veil run` launches through `veil_vmm::launch`, with
+//! the same devices, serial port and seccomp filters as a plain guest.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use veil_firmware::measure;
 use veil_firmware::plan::IdBlockPair;
 use veil_firmware::{LaunchPlan, Platform, build_plan};
-use veil_launch::backend::{self, ConfidentialBackend, LaunchOptions};
+use veil_launch::backend::{self, LaunchOptions};
 use veil_launch::dry_run;
-use veil_launch::runtime::{self, ExitAction};
 use veil_launch::snp::launch::SnpOptions;
 use veil_launch::tdx::launch::TdxOptions;
-use veil_launch::tdx::quote::QuoteService;
+use veil_vmm::{ConfidentialLaunch, Payload};
 
-use super::measure::{MeasureArgs, PayloadArgs, vm_config};
+use super::measure::{CpuArgs, MeasureArgs, PayloadArgs, vm_config};
+use super::parse_number;
 
 /// The confidential-launch flags of `veil run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,15 +52,9 @@ pub struct ConfidentialArgs {
     /// SNP ID auth block (4096 bytes) for --id-block.
     #[arg(long, requires = "id_block")]
     pub id_auth: Option<PathBuf>,
-    /// QEMU CPU model whose signature the SNP VMSAs carry (EPYC, EPYC-Milan, EPYC-Genoa, ...).
-    #[arg(long, conflicts_with = "cpu_sig")]
-    pub cpu_type: Option<String>,
-    /// CPU signature (CPUID 1 EAX) for the SNP VMSAs (default on a real launch: this host's).
-    #[arg(long, value_parser = parse_number)]
-    pub cpu_sig: Option<u64>,
-    /// SEV features of the VMSAs (bit 0 SNP_ACTIVE; KVM offers DebugSwap, bit 5).
-    #[arg(long, default_value = "0x1", value_parser = parse_number)]
-    pub guest_features: u64,
+    /// The SNP VMSAs' CPU signature (default on a real launch: this host's) and SEV features.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// TDX TD attributes (default: SEPT_VE_DISABLE).
     #[arg(long, value_parser = parse_number)]
     pub tdx_attributes: Option<u64>,
@@ -107,14 +103,6 @@ impl ConfidentialArgs {
     }
 }
 
-fn parse_number(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|e| format!("{s:?} is not a number: {e}"))
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -139,7 +127,7 @@ fn host_cpu_signature() -> u64 {
 }
 
 fn plan(common: &Common, args: &ConfidentialArgs) -> anyhow::Result<LaunchPlan> {
-    let cpu_sig = match (&args.cpu_type, args.cpu_sig) {
+    let cpu_sig = match (&args.cpu.cpu_type, args.cpu.cpu_sig) {
         (None, None) if !args.dry_run => Some(host_cpu_signature()),
         (_, sig) => sig,
     };
@@ -154,9 +142,10 @@ fn plan(common: &Common, args: &ConfidentialArgs) -> anyhow::Result<LaunchPlan> 
         platform: args.platform,
         cpus: common.cpus,
         memory: common.memory,
-        cpu_type: args.cpu_type.clone(),
-        cpu_sig,
-        guest_features: args.guest_features,
+        cpu: CpuArgs {
+            cpu_sig,
+            ..args.cpu.clone()
+        },
         policy: args.policy,
         host_data: args.host_data.clone(),
         trace: false,
@@ -203,25 +192,41 @@ fn options(args: &ConfidentialArgs) -> anyhow::Result<LaunchOptions> {
     })
 }
 
-/// Runs `veil run` for a confidential platform (or a dry run); returns the exit status.
-pub fn execute(common: Common, args: &ConfidentialArgs) -> anyhow::Result<i32> {
+/// What `veil run` does with the confidential flags.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Finished (dry run, refusal, usage error) with this exit status.
+    Done(i32),
+    /// Launch this through `veil_vmm::launch` with the run's devices; print `announce` once the
+    /// launch is done.
+    Launch {
+        /// The payload.
+        payload: Box<Payload>,
+        /// The expected digest, for the user.
+        announce: String,
+    },
+}
+
+/// Handles `veil run` for a confidential platform: the host check (before anything is read or
+/// created), the plan, and a dry run; or the payload to launch.
+pub fn prepare(common: Common, args: &ConfidentialArgs) -> anyhow::Result<Outcome> {
     if args.platform == Platform::None {
-        return Ok(super::usage_error(
+        return Ok(Outcome::Done(super::usage_error(
             &"--dry-run, --firmware and --igvm need --platform sev-snp or --platform tdx (a \
               plain firmware boot is not in this build)",
-        ));
+        )));
     }
     if args.platform == Platform::Tdx && args.policy.is_some() {
-        return Ok(super::usage_error(
+        return Ok(Outcome::Done(super::usage_error(
             &"--policy is the SEV-SNP guest policy; a TD takes --tdx-attributes",
-        ));
+        )));
     }
     if args.platform == Platform::SevSnp
         && (args.tdx_attributes.is_some() || args.tdx_xfam.is_some() || args.tdx_qgs.is_some())
     {
-        return Ok(super::usage_error(
+        return Ok(Outcome::Done(super::usage_error(
             &"--tdx-attributes, --tdx-xfam and --tdx-qgs are for --platform tdx",
-        ));
+        )));
     }
     if !args.dry_run {
         // Refuse an incapable host before reading payloads or creating anything.
@@ -231,15 +236,27 @@ pub fn execute(common: Common, args: &ConfidentialArgs) -> anyhow::Result<i32> {
                 "veil: nothing was created. `veil host-check` lists this host's facts; \
                  `veil run --dry-run ...` replays the launch through the platform model on any host."
             );
-            return Ok(1);
+            return Ok(Outcome::Done(1));
         }
     }
     let plan = plan(&common, args)?;
     let opts = options(args)?;
     if args.dry_run {
-        return print_dry_run(&plan, &opts, args.json);
+        return print_dry_run(&plan, &opts, args.json).map(Outcome::Done);
     }
-    launch_on_host(&plan, &opts, args)
+    let expected = measure::digest(&plan, None)?;
+    let what = match plan.platform {
+        Platform::Tdx => "TD launched; expected MRTD",
+        _ => "SEV-SNP guest launched; expected launch digest",
+    };
+    Ok(Outcome::Launch {
+        payload: Box::new(Payload::Confidential(ConfidentialLaunch {
+            plan: Arc::new(plan),
+            options: opts,
+            quote_service: args.tdx_qgs.clone(),
+        })),
+        announce: format!("veil: {what} {}", hex(&expected)),
+    })
 }
 
 fn print_dry_run(plan: &LaunchPlan, opts: &LaunchOptions, json: bool) -> anyhow::Result<i32> {
@@ -288,118 +305,6 @@ fn print_dry_run(plan: &LaunchPlan, opts: &LaunchOptions, json: bool) -> anyhow:
             hex(&expected)
         );
         return Ok(1);
-    }
-    Ok(0)
-}
-
-fn launch_on_host(
-    plan: &LaunchPlan,
-    opts: &LaunchOptions,
-    args: &ConfidentialArgs,
-) -> anyhow::Result<i32> {
-    let expected = measure::digest(plan, None)?;
-    let mut backend = backend::open(plan.platform)?;
-    let done = backend.launch(plan, opts)?;
-    let what = match plan.platform {
-        Platform::Tdx => "TD launched; expected MRTD",
-        _ => "SEV-SNP guest launched; expected launch digest",
-    };
-    for n in &done.notes {
-        eprintln!("veil: {n}");
-    }
-    eprintln!("veil: {what} {}", hex(&expected));
-    let quote = args.tdx_qgs.as_ref().map(QuoteService::unix);
-    run_vcpus(backend, quote)
-}
-
-/// Ends the process when the guest is done: the other vCPUs may sit in `KVM_RUN`, and nothing
-/// else of the VM needs an orderly teardown (the kernel frees it with the process).
-fn guest_done(status: i32, why: Option<String>) -> ! {
-    let _ = std::io::stdout().flush();
-    if let Some(why) = why {
-        eprintln!("veil: error: {why}");
-    }
-    std::process::exit(status)
-}
-
-/// Runs the launched vCPUs until the guest stops: confidential exits are handled (page-state
-/// changes, TDX calls), COM1 output goes to stdout, other port and MMIO accesses read as
-/// all-ones (nothing is there). Devices beyond the serial port (fw_cfg, ACPI, virtio) come with
-/// the firmware-boot work; this loop covers the launch itself.
-fn run_vcpus(
-    mut backend: Box<dyn ConfidentialBackend>,
-    quote: Option<QuoteService>,
-) -> anyhow::Result<i32> {
-    let vcpus = backend.vm().take_vcpus();
-    let core = Arc::new(Mutex::new(backend));
-    let quote = Arc::new(quote);
-    let mut threads = Vec::new();
-    for (id, mut vcpu) in vcpus {
-        let core = Arc::clone(&core);
-        let quote = Arc::clone(&quote);
-        threads.push(std::thread::spawn(move || {
-            use kvm_ioctls::VcpuExit;
-            let lock = || match core.lock() {
-                Ok(b) => b,
-                Err(_) => guest_done(1, Some("a vCPU thread panicked".into())),
-            };
-            loop {
-                let tdx_exit = match vcpu.run() {
-                    Ok(mut exit) => {
-                        if let Some(action) = runtime::handle_exit(lock().vm(), &mut exit) {
-                            match action {
-                                ExitAction::Resume => continue,
-                                ExitAction::Stop(why) => {
-                                    guest_done(1, Some(format!("vCPU {id}: {why}")))
-                                }
-                            }
-                        }
-                        match exit {
-                            VcpuExit::IoOut(0x3f8, data) => {
-                                let _ = std::io::stdout().write_all(data);
-                                false
-                            }
-                            VcpuExit::IoIn(port, data) => {
-                                // COM1's line status says the transmitter is empty, so output
-                                // proceeds; nothing else answers.
-                                data.fill(match port {
-                                    0x3fd => 0x60,
-                                    0x3f8..=0x3ff => 0,
-                                    _ => 0xff,
-                                });
-                                false
-                            }
-                            VcpuExit::MmioRead(_, data) => {
-                                data.fill(0xff);
-                                false
-                            }
-                            VcpuExit::IoOut(..) | VcpuExit::MmioWrite(..) => false,
-                            VcpuExit::Hlt | VcpuExit::Shutdown | VcpuExit::SystemEvent(..) => {
-                                guest_done(0, None)
-                            }
-                            VcpuExit::Unsupported(r)
-                                if r == veil_launch::sys::tdx::KVM_EXIT_TDX =>
-                            {
-                                true
-                            }
-                            other => {
-                                guest_done(1, Some(format!("vCPU {id}: unhandled exit {other:?}")))
-                            }
-                        }
-                    }
-                    Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => false,
-                    Err(e) => guest_done(1, Some(format!("vCPU {id}: KVM_RUN failed: {e}"))),
-                };
-                if tdx_exit {
-                    runtime::handle_tdx_exit(vcpu.get_kvm_run(), lock().vm(), (*quote).as_ref());
-                }
-            }
-        }));
-    }
-    for t in threads {
-        if t.join().is_err() {
-            bail!("a vCPU thread panicked");
-        }
     }
     Ok(0)
 }

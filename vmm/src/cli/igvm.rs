@@ -8,7 +8,7 @@ use veil_firmware::measure;
 use veil_firmware::plan::IdBlockPair;
 use veil_firmware::{Payload, Platform, build_plan};
 
-use super::measure::{MeasureArgs, PayloadArgs, vm_config};
+use super::measure::{CpuArgs, MeasureArgs, PayloadArgs, vm_config};
 
 /// Subcommands of `veil igvm`.
 #[derive(Debug, clap::Subcommand)]
@@ -92,13 +92,15 @@ pub fn execute(cmd: IgvmCommand) -> anyhow::Result<i32> {
             platform,
             cpus: args.cpus,
             memory: 512 << 20,
-            cpu_type: args.cpu_type.clone(),
-            cpu_sig: args
-                .cpu_sig
-                .as_deref()
-                .map(|s| number(s, "--cpu-sig"))
-                .transpose()?,
-            guest_features: number(&args.guest_features, "--guest-features")?,
+            cpu: CpuArgs {
+                cpu_type: args.cpu_type.clone(),
+                cpu_sig: args
+                    .cpu_sig
+                    .as_deref()
+                    .map(|s| number(s, "--cpu-sig"))
+                    .transpose()?,
+                guest_features: number(&args.guest_features, "--guest-features")?,
+            },
             policy: Some(number(&args.policy, "--policy")?),
             host_data: None,
             trace: false,

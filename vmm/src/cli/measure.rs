@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha384};
 use veil_firmware::cpu_types;
+
+use super::parse_number;
 use veil_firmware::measure::{self, Step};
 use veil_firmware::{KernelFiles, Payload, Platform, VmConfig, build_plan};
 
@@ -73,17 +75,11 @@ pub struct MeasureArgs {
     /// Guest memory (e.g. 512M, 2G).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub memory: u64,
-    /// QEMU CPU model whose signature goes into the VMSAs (EPYC, EPYC-Milan, EPYC-Genoa, ...).
-    #[arg(long, conflicts_with = "cpu_sig")]
-    pub cpu_type: Option<String>,
-    /// CPU signature (CPUID 1 EAX) as a number, e.g. 0xa00f11.
-    #[arg(long, value_parser = parse_u64)]
-    pub cpu_sig: Option<u64>,
-    /// SEV features of the VMSAs (KVM_SEV_INIT2 vmsa_features; bit 0 SNP_ACTIVE).
-    #[arg(long, default_value = "0x1", value_parser = parse_u64)]
-    pub guest_features: u64,
+    /// The SNP VMSAs' CPU signature and SEV features.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// Guest policy recorded in the plan (SNP LAUNCH_START policy).
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = parse_number)]
     pub policy: Option<u64>,
     /// Host data (32 bytes as 64 hex digits) for SNP_LAUNCH_FINISH.
     #[arg(long)]
@@ -96,12 +92,20 @@ pub struct MeasureArgs {
     pub json: bool,
 }
 
-fn parse_u64(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|e| format!("{s:?} is not a number: {e}"))
+/// The CPU the SNP VMSAs describe: flags shared by `veil measure`, `veil run --platform` and
+/// `veil attest verify` (with payload flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CpuArgs {
+    /// QEMU CPU model whose signature goes into the VMSAs (EPYC, EPYC-Milan, EPYC-Genoa, ...).
+    #[arg(long, conflicts_with = "cpu_sig")]
+    pub cpu_type: Option<String>,
+    /// CPU signature (CPUID 1 EAX) as a number, e.g. 0xa00f11.
+    #[arg(long, value_parser = parse_number)]
+    pub cpu_sig: Option<u64>,
+    /// SEV features of the VMSAs (KVM_SEV_INIT2 vmsa_features; bit 0 SNP_ACTIVE; KVM offers
+    /// DebugSwap, bit 5).
+    #[arg(long, default_value = "0x1", value_parser = parse_number)]
+    pub guest_features: u64,
 }
 
 /// Parses a size such as `512M`, `2G`, `65536` or `4K`.
@@ -140,7 +144,7 @@ fn parse_host_data(s: &str) -> anyhow::Result<[u8; 32]> {
 
 /// The VM configuration these flags describe.
 pub fn vm_config(args: &MeasureArgs) -> anyhow::Result<VmConfig> {
-    let cpu_signature = match (&args.cpu_type, args.cpu_sig) {
+    let cpu_signature = match (&args.cpu.cpu_type, args.cpu.cpu_sig) {
         (Some(t), _) => cpu_types::signature_of(t).with_context(|| {
             format!(
                 "unknown --cpu-type {t:?}; known: {}",
@@ -158,7 +162,7 @@ pub fn vm_config(args: &MeasureArgs) -> anyhow::Result<VmConfig> {
         cpus: args.cpus,
         memory: args.memory,
         cpu_signature,
-        sev_features: args.guest_features,
+        sev_features: args.cpu.guest_features,
         policy: args.policy,
         host_data: match &args.host_data {
             Some(h) => parse_host_data(h)?,

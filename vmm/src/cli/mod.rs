@@ -19,6 +19,15 @@ pub mod run;
 
 use std::time::Instant;
 
+/// Parses a number flag: decimal, or hexadecimal with a `0x` prefix.
+pub(crate) fn parse_number(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
 use clap::{Parser, Subcommand};
 
 /// Veil: a confidential virtual machine monitor for Linux KVM.

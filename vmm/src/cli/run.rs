@@ -8,9 +8,11 @@ use std::time::Instant;
 use clap::ValueEnum;
 use veil_vmm::virtio_config::VirtioConfigError;
 use veil_vmm::{
-    BootProtocol, ConsoleOutput, DiskConfig, GuestExit, Kernel, MemorySize, NetConfig,
+    BootProtocol, ConsoleOutput, DiskConfig, GuestExit, Kernel, MemorySize, NetConfig, Payload,
     SeccompLevel, SerialOutput, Transport, VirtioDeviceConfig, VmConfig, VsockConfig, launch,
 };
+
+use super::confidential::Outcome;
 
 /// Arguments of `veil run`.
 #[derive(Debug, clap::Args)]
@@ -73,6 +75,11 @@ pub struct RunArgs {
     /// with SIGSYS), log (the kernel logs it and veil goes on) or off.
     #[arg(long, default_value = "on", value_name = "on|log|off")]
     pub seccomp: SeccompLevel,
+    /// Put the guest's RAM on the confidential memory layout (guest_memfd slots with a shared
+    /// view, page-state exits handled by Veil, devices offering ACCESS_PLATFORM): exercises the
+    /// confidential run-time path on a plain KVM host; encrypts nothing (docs/launch.md).
+    #[arg(long)]
+    pub guest_memfd: bool,
     /// Log level on stderr.
     #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
@@ -187,26 +194,57 @@ pub fn execute(mut args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         LogLevel::Trace => log::LevelFilter::Trace,
     });
     let virtio = devices(&mut args);
-    if args.confidential.wanted() {
-        if !virtio.is_empty() {
+    let mut announce = None;
+    let payload = if args.confidential.wanted() {
+        if args.guest_memfd {
             return Ok(super::usage_error(
-                &"virtio devices (--disk, --net, --vsock, --rng, --console) are not available for confidential guests yet",
+                &"--guest-memfd is for plain guests; confidential guests always run on guest_memfd",
             ));
+        }
+        // virtio-mmio windows are announced on the kernel command line, which a confidential
+        // direct boot measures: the tokens go into the plan. Firmware and IGVM guests find
+        // virtio-pci functions only.
+        let mut cmdline = args.cmdline.clone();
+        let tokens = veil_vmm::virtio_config::mmio_tokens(&virtio, args.transport);
+        if !tokens.is_empty() {
+            if args.kernel.is_none() {
+                return Ok(super::usage_error(
+                    &"virtio-mmio devices are announced on the kernel command line; a confidential \
+                      guest without --kernel finds virtio-pci devices only (use --transport pci)",
+                ));
+            }
+            for t in tokens {
+                if !cmdline.is_empty() {
+                    cmdline.push(' ');
+                }
+                cmdline.push_str(&t);
+            }
         }
         let common = super::confidential::Common {
             kernel: args.kernel,
-            initramfs: args.initramfs,
-            cmdline: Some(args.cmdline),
+            initramfs: args.initramfs.clone(),
+            cmdline: Some(cmdline),
             cpus: args.cpus,
             memory: args.memory.0,
         };
-        return super::confidential::execute(common, &args.confidential);
-    }
-    let kernel = match args.kernel {
-        Some(path) => Kernel::File(path),
-        None => Kernel::probe(),
+        match super::confidential::prepare(common, &args.confidential)? {
+            Outcome::Done(status) => return Ok(status),
+            Outcome::Launch {
+                payload,
+                announce: a,
+            } => {
+                announce = Some(a);
+                *payload
+            }
+        }
+    } else {
+        Payload::Kernel(match args.kernel {
+            Some(path) => Kernel::File(path),
+            None => Kernel::probe(),
+        })
     };
-    let mut builder = VmConfig::builder(kernel)
+    let confidential = matches!(payload, Payload::Confidential(_));
+    let mut builder = VmConfig::builder_for(payload)
         .cmdline(args.cmdline)
         .boot(match args.boot {
             Boot::Auto => BootProtocol::Auto,
@@ -217,13 +255,14 @@ pub fn execute(mut args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         .memory(args.memory.0)
         .serial(args.serial)
         .transport(args.transport)
+        .guest_memfd(args.guest_memfd)
         .seccomp(args.seccomp)
         .seccomp_launching_thread(true)
         .start(start);
     for d in virtio {
         builder = builder.device(d);
     }
-    if let Some(initramfs) = args.initramfs {
+    if let (Some(initramfs), false) = (args.initramfs, confidential) {
         builder = builder.initramfs(initramfs);
     }
     let config = match builder.build() {
@@ -239,6 +278,9 @@ pub fn execute(mut args: RunArgs, start: Instant) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
+    if let Some(a) = announce {
+        eprintln!("{a}");
+    }
     let exit = vm.wait();
     if args.boot_timer {
         match vm.boot_time() {

@@ -175,13 +175,11 @@ pub(crate) fn mmio_slot(index: usize) -> (u64, u32) {
 /// The kernel command line with one `virtio_mmio.device=` token per virtio-mmio device.
 pub(crate) fn cmdline(config: &VmConfig) -> Result<String, DeviceManagerError> {
     let mut line = config.cmdline().to_string();
-    let mmio = placed(config).filter(|(_, t)| *t == Transport::Mmio);
-    for (i, _) in mmio.enumerate() {
-        let (base, pin) = mmio_slot(i);
+    for token in crate::virtio_config::mmio_tokens(config.devices(), config.transport()) {
         if !line.is_empty() {
             line.push(' ');
         }
-        line.push_str(&MmioTransport::cmdline_arg(base, pin));
+        line.push_str(&token);
     }
     if line.len() + 1 > MAX_CMDLINE {
         return Err(DeviceManagerError::CmdlineTooLong { len: line.len() });
@@ -209,6 +207,8 @@ pub(crate) struct Machine<'a> {
     pub high_ram: u64,
     /// The GSI routing table.
     pub routes: &'a Arc<GsiRoutes>,
+    /// Offer `VIRTIO_F_ACCESS_PLATFORM` (guest memory is the guest_memfd slots' shared view).
+    pub access_platform: bool,
 }
 
 /// What [`attach`] leaves for the VM handle (and tests).
@@ -267,8 +267,15 @@ pub(crate) fn attach(
                     routes: m.routes.clone(),
                     gsis,
                 });
-                let dev = VirtioPciDevice::new(device, mem.clone(), false, bar, irqfds, routing)
-                    .map_err(transport_err)?;
+                let dev = VirtioPciDevice::new(
+                    device,
+                    mem.clone(),
+                    m.access_platform,
+                    bar,
+                    irqfds,
+                    routing,
+                )
+                .map_err(transport_err)?;
                 pci::register_ioevents(m.vm, &dev)
                     .map_err(|what| DeviceManagerError::Ioeventfd { device: name, what })?;
                 let dev = Arc::new(Mutex::new(dev));
@@ -287,8 +294,8 @@ pub(crate) fn attach(
                         gsi: pin,
                         source,
                     })?;
-                let dev =
-                    MmioTransport::new(device, mem.clone(), irq, false).map_err(transport_err)?;
+                let dev = MmioTransport::new(device, mem.clone(), irq, m.access_platform)
+                    .map_err(transport_err)?;
                 let notify = IoEventAddress::Mmio(base + mmio::NOTIFY_OFFSET);
                 for (q, fd) in dev.common().queue_events().iter().enumerate() {
                     m.vm.register_ioevent(fd, &notify, q as u32).map_err(|e| {

@@ -50,6 +50,7 @@ fn rig() -> Rig {
         memory: &mem,
         high_ram: layout.high_ram(),
         routes: &routes,
+        access_platform: false,
     };
     let bars = attach(&config, &machine, &mut pio, &mut mmio).unwrap().bars;
     // The device holds the image open; the name is no longer needed.

@@ -11,6 +11,8 @@
 
 mod rules;
 mod start;
+#[cfg(test)]
+mod vcpu_tests;
 
 pub(crate) use start::ThreadStart;
 
@@ -53,6 +55,26 @@ impl fmt::Display for SeccompLevel {
     }
 }
 
+/// What the vCPU threads of one VM need beyond running plain guests. Plain VMs need nothing
+/// more; VMs on guest_memfd slots (confidential, `--guest-memfd`) convert memory on their vCPU
+/// threads, and TDX guests with a quote service forward quote requests from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VcpuNeeds {
+    /// Private/shared conversions on the guest's page-state exits: `KVM_SET_MEMORY_ATTRIBUTES`,
+    /// hole punches in the guest_memfd, `MADV_REMOVE` on the shared view.
+    pub memory_conversions: bool,
+    /// TDX GetQuote forwarded to a quote generation service over a Unix socket.
+    pub quote_socket: bool,
+}
+
+impl VcpuNeeds {
+    /// Everything a vCPU thread may ever need (for documentation checks and tests).
+    pub const ALL: VcpuNeeds = VcpuNeeds {
+        memory_conversions: true,
+        quote_socket: true,
+    };
+}
+
 /// What a thread does, which decides the syscalls it may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -82,9 +104,13 @@ impl Role {
     }
 
     fn rules(self) -> rules::Rules {
+        self.rules_with(VcpuNeeds::default())
+    }
+
+    fn rules_with(self, needs: VcpuNeeds) -> rules::Rules {
         match self {
             Role::Vmm => rules::stdin::with_terminal_restore(rules::vmm::rules()),
-            Role::Vcpu => rules::vcpu::rules(),
+            Role::Vcpu => rules::vcpu::rules(needs),
             Role::DeviceWorker => rules::worker::rules(),
             Role::Stdin => rules::stdin::rules(),
         }
@@ -137,10 +163,15 @@ pub struct Filters {
 impl Filters {
     /// Compiles every role's filter for `level` (nothing to compile for [`SeccompLevel::Off`]).
     pub fn new(level: SeccompLevel) -> Result<Self, SeccompError> {
+        Self::with_vcpu_needs(level, VcpuNeeds::default())
+    }
+
+    /// As [`Filters::new`], with the vCPU filter allowing what `needs` lists.
+    pub fn with_vcpu_needs(level: SeccompLevel, needs: VcpuNeeds) -> Result<Self, SeccompError> {
         let mut programs: [BpfProgram; Role::ALL.len()] = Default::default();
         if level != SeccompLevel::Off {
             for role in Role::ALL {
-                programs[role.index()] = compile(role, level)?;
+                programs[role.index()] = compile_with(role, level, needs)?;
             }
         }
         Ok(Filters { level, programs })
@@ -179,12 +210,20 @@ pub fn install(role: Role, level: SeccompLevel) -> Result<(), SeccompError> {
 }
 
 fn compile(role: Role, level: SeccompLevel) -> Result<BpfProgram, SeccompError> {
+    compile_with(role, level, VcpuNeeds::default())
+}
+
+fn compile_with(
+    role: Role,
+    level: SeccompLevel,
+    needs: VcpuNeeds,
+) -> Result<BpfProgram, SeccompError> {
     let mismatch = match level {
         SeccompLevel::Log => SeccompAction::Log,
         _ => SeccompAction::KillProcess,
     };
     let filter = SeccompFilter::new(
-        role.rules().into_map(),
+        role.rules_with(needs).into_map(),
         mismatch,
         SeccompAction::Allow,
         TargetArch::x86_64,
@@ -199,10 +238,20 @@ pub fn allows_syscall(role: Role, syscall: i64) -> bool {
     role.rules().mentions(syscall)
 }
 
+/// Whether a vCPU thread of a VM with `needs` may make `syscall` with some arguments.
+pub fn vcpu_allows_syscall(needs: VcpuNeeds, syscall: i64) -> bool {
+    Role::Vcpu.rules_with(needs).mentions(syscall)
+}
+
 /// The names of the syscalls (without `SYS_`) and ioctl requests `role` may make, in the order
 /// the rules list them.
 pub fn allowed_names(role: Role) -> Vec<&'static str> {
     role.rules().names().to_vec()
+}
+
+/// [`allowed_names`] of the vCPU role for a VM with `needs`.
+pub fn vcpu_allowed_names(needs: VcpuNeeds) -> Vec<&'static str> {
+    Role::Vcpu.rules_with(needs).names().to_vec()
 }
 
 #[cfg(test)]
@@ -252,6 +301,47 @@ mod tests {
                     role.name()
                 );
             }
+        }
+        for name in vcpu_allowed_names(VcpuNeeds::ALL) {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/security.md does not mention `{name}` (confidential vCPU threads)"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_vcpus_get_none_of_the_confidential_rules() {
+        let plain = VcpuNeeds::default();
+        for nr in [
+            libc::SYS_fallocate,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_setsockopt,
+            libc::SYS_recvfrom,
+        ] {
+            assert!(!vcpu_allows_syscall(plain, nr), "plain vCPUs allow {nr}");
+            assert!(vcpu_allows_syscall(VcpuNeeds::ALL, nr), "{nr}");
+        }
+        let conversions = VcpuNeeds {
+            memory_conversions: true,
+            quote_socket: false,
+        };
+        assert!(vcpu_allows_syscall(conversions, libc::SYS_fallocate));
+        assert!(!vcpu_allows_syscall(conversions, libc::SYS_socket));
+        let plain_names = allowed_names(Role::Vcpu);
+        assert!(!plain_names.contains(&"KVM_SET_MEMORY_ATTRIBUTES"));
+        assert!(vcpu_allowed_names(conversions).contains(&"KVM_SET_MEMORY_ATTRIBUTES"));
+        // Every confidential vCPU filter still compiles.
+        for needs in [conversions, VcpuNeeds::ALL] {
+            let f = Filters::with_vcpu_needs(SeccompLevel::On, needs).unwrap();
+            assert!(
+                f.program(Role::Vcpu).len()
+                    > Filters::new(SeccompLevel::On)
+                        .unwrap()
+                        .program(Role::Vcpu)
+                        .len()
+            );
         }
     }
 

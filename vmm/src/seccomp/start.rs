@@ -5,7 +5,7 @@
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::{Filters, Role, SeccompError, SeccompLevel};
+use super::{Filters, Role, SeccompError, SeccompLevel, VcpuNeeds};
 
 /// A one-shot gate: closed until [`Gate::open`], then open for good.
 #[derive(Debug, Default)]
@@ -47,10 +47,19 @@ pub(crate) struct Ticket {
 
 impl ThreadStart {
     /// Compiles the filters for `level`.
+    #[cfg(test)]
     pub(crate) fn new(level: SeccompLevel) -> Result<Self, SeccompError> {
+        Self::with_vcpu_needs(level, VcpuNeeds::default())
+    }
+
+    /// Compiles the filters for `level`, the vCPU filter allowing what `needs` lists.
+    pub(crate) fn with_vcpu_needs(
+        level: SeccompLevel,
+        needs: VcpuNeeds,
+    ) -> Result<Self, SeccompError> {
         let (report_to, reports) = channel();
         Ok(ThreadStart {
-            filters: Arc::new(Filters::new(level)?),
+            filters: Arc::new(Filters::with_vcpu_needs(level, needs)?),
             gate: Arc::new(Gate::default()),
             reports,
             report_to: Some(report_to),

@@ -15,8 +15,12 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use veil_devices::bus::Bus;
 use veil_devices::legacy::Ioapic;
 
+use veil_launch::runtime::ExitAction;
+use veil_launch::sys::tdx::KVM_EXIT_TDX;
+
 use super::{dump, io};
 use crate::exit::{CrashReport, ExitState, GuestExit};
+use crate::platform::PlatformExits;
 
 /// What vCPU threads share.
 #[derive(Debug)]
@@ -31,6 +35,9 @@ pub(crate) struct RunContext {
     pub exit: Arc<ExitState>,
     /// MMIO addresses already logged as unknown.
     pub logged_mmio: Mutex<Vec<u64>>,
+    /// The platform's exit handling, for VMs on guest_memfd slots (confidential or
+    /// `--guest-memfd`); None for plain VMs.
+    pub platform: Option<Arc<dyn PlatformExits>>,
 }
 
 impl RunContext {
@@ -53,69 +60,95 @@ impl RunContext {
 enum Next {
     Continue,
     Pio,
+    /// `KVM_EXIT_TDX`: answered in `kvm_run` by the platform hook.
+    Tdx,
     End(GuestExit),
     Crash(String),
+}
+
+/// What the VMM does with `exit` (the platform's exits were handled before).
+fn classify(exit: VcpuExit<'_>, ctx: &RunContext) -> Next {
+    match exit {
+        VcpuExit::IoIn(..) | VcpuExit::IoOut(..) => Next::Pio,
+        VcpuExit::MmioRead(addr, data) => {
+            if !ctx.mmio.read(addr, data) {
+                ctx.log_unknown_mmio(addr, false);
+            }
+            Next::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !ctx.mmio.write(addr, data) {
+                ctx.log_unknown_mmio(addr, true);
+            }
+            Next::Continue
+        }
+        VcpuExit::IoapicEoi(vector) => {
+            ctx.ioapic
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .eoi(vector);
+            Next::Continue
+        }
+        // With the in-kernel LAPIC, HLT is handled by KVM; an exit here only means "run again".
+        VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen => Next::Continue,
+        VcpuExit::Shutdown => Next::Crash("triple fault (KVM_EXIT_SHUTDOWN)".into()),
+        VcpuExit::SystemEvent(kind, data) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => Next::End(GuestExit::Shutdown),
+            KVM_SYSTEM_EVENT_CRASH => Next::Crash(format!("guest crash event {data:x?}")),
+            other => Next::Crash(format!("unexpected KVM system event {other}")),
+        },
+        VcpuExit::InternalError => Next::Crash(String::new()),
+        VcpuExit::FailEntry(reason, cpu) => Next::Crash(format!(
+            "VM entry failed (hardware reason {reason:#x}, host CPU {cpu})"
+        )),
+        VcpuExit::Unsupported(KVM_EXIT_TDX) if ctx.platform.is_some() => Next::Tdx,
+        other => Next::Crash(format!("unexpected vCPU exit {other:?}")),
+    }
 }
 
 /// Runs vCPU `id` until the guest ends (by this or another vCPU, or by a stop request).
 pub(crate) fn run_loop(mut vcpu: VcpuFd, id: u32, ctx: &RunContext) {
     while !ctx.exit.is_done() {
         let next = match vcpu.run() {
-            Ok(VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) => Next::Pio,
-            Ok(VcpuExit::MmioRead(addr, data)) => {
-                if !ctx.mmio.read(addr, data) {
-                    ctx.log_unknown_mmio(addr, false);
-                }
-                Next::Continue
-            }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
-                if !ctx.mmio.write(addr, data) {
-                    ctx.log_unknown_mmio(addr, true);
-                }
-                Next::Continue
-            }
-            Ok(VcpuExit::IoapicEoi(vector)) => {
-                ctx.ioapic
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .eoi(vector);
-                Next::Continue
-            }
-            // With the in-kernel LAPIC, HLT is handled by KVM; an exit here only means "run again".
-            Ok(VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen) => Next::Continue,
-            Ok(VcpuExit::Shutdown) => Next::Crash("triple fault (KVM_EXIT_SHUTDOWN)".into()),
-            Ok(VcpuExit::SystemEvent(kind, data)) => match kind {
-                KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => {
-                    Next::End(GuestExit::Shutdown)
-                }
-                KVM_SYSTEM_EVENT_CRASH => Next::Crash(format!("guest crash event {data:x?}")),
-                other => Next::Crash(format!("unexpected KVM system event {other}")),
+            Ok(mut exit) => match ctx.platform.as_deref() {
+                None => classify(exit, ctx),
+                Some(p) => match p.handle_exit(&mut exit) {
+                    None => classify(exit, ctx),
+                    Some(ExitAction::Resume) => Next::Continue,
+                    Some(ExitAction::Stop(why)) => Next::Crash(why),
+                },
             },
-            Ok(VcpuExit::InternalError) => Next::Crash(String::new()),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Next::Crash(format!(
-                "VM entry failed (hardware reason {reason:#x}, host CPU {cpu})"
-            )),
-            Ok(other) => Next::Crash(format!("unexpected vCPU exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
             Err(e) => Next::Crash(format!("KVM_RUN: {e}")),
         };
         match next {
             Next::Continue => {}
             Next::Pio => io::handle(&mut vcpu, &ctx.pio),
-            Next::End(exit) => ctx.exit.set(exit),
-            Next::Crash(mut reason) => {
-                if reason.is_empty() {
-                    reason = internal_error(&mut vcpu);
+            Next::Tdx => {
+                if let Some(p) = ctx.platform.as_deref() {
+                    if let ExitAction::Stop(why) = p.handle_tdx_exit(vcpu.get_kvm_run()) {
+                        crash(&mut vcpu, id, ctx, why);
+                    }
                 }
-                let registers = dump::registers(&vcpu);
-                ctx.exit.set(GuestExit::Crashed(CrashReport {
-                    vcpu: id,
-                    reason,
-                    registers,
-                }));
             }
+            Next::End(exit) => ctx.exit.set(exit),
+            Next::Crash(reason) => crash(&mut vcpu, id, ctx, reason),
         }
     }
+}
+
+/// Ends the guest as crashed on vCPU `id`, with its registers if KVM lets us read them (it
+/// does not for SEV-ES/SNP and TDX guests, whose state is protected: the report then says so).
+fn crash(vcpu: &mut VcpuFd, id: u32, ctx: &RunContext, mut reason: String) {
+    if reason.is_empty() {
+        reason = internal_error(vcpu);
+    }
+    let registers = dump::registers(vcpu);
+    ctx.exit.set(GuestExit::Crashed(CrashReport {
+        vcpu: id,
+        reason,
+        registers,
+    }));
 }
 
 /// Describes a KVM_EXIT_INTERNAL_ERROR from the `internal` member of kvm_run.

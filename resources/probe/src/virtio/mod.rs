@@ -58,6 +58,10 @@ mod status {
 
 /// VIRTIO_F_VERSION_1: the only feature every driver here needs.
 pub const F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_ACCESS_PLATFORM: the device reaches memory through the platform's translation (the
+/// memory a confidential guest shares). Accepted when offered: the probe's buffers are
+/// guest-physical addresses in memory the host can reach.
+pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
 /// "No MSI-X vector" for a queue or the configuration.
 pub const NO_VECTOR: u16 = 0xffff;
 /// How long a device gets to complete a request before a check gives up.
@@ -123,6 +127,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The virtio device type.
+    pub fn kind(&self) -> u32 {
+        match self {
+            Transport::Pci(d) => d.kind,
+            Transport::Mmio(d) => d.kind,
+        }
+    }
+
     /// `pci` or `mmio`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -234,8 +246,9 @@ pub struct Device {
 }
 
 impl Device {
-    /// Resets the device and negotiates VERSION_1 plus those of `wanted` the device offers
-    /// (status ACKNOWLEDGE, DRIVER, FEATURES_OK).
+    /// Resets the device and negotiates VERSION_1 (and ACCESS_PLATFORM if offered) plus those
+    /// of `wanted` the device offers (status ACKNOWLEDGE, DRIVER, FEATURES_OK); prints
+    /// `PROBE info <type>_features=<hex>` and `<type>_access_platform=0|1`.
     pub fn init(t: Transport, wanted: u64) -> Result<Self, Why> {
         t.set_status(0);
         let dl = crate::tsc::Deadline::after_ms(1000);
@@ -258,7 +271,7 @@ impl Device {
                 offered,
             ));
         }
-        let features = offered & (wanted | F_VERSION_1);
+        let features = offered & (wanted | F_VERSION_1 | F_ACCESS_PLATFORM);
         t.set_driver_features(features);
         t.set_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
         if t.status() & status::FEATURES_OK == 0 {
@@ -268,6 +281,13 @@ impl Device {
                 features,
             ));
         }
+        let name = kind::name(t.kind());
+        info!(Key(name, "_features"), "{:#x}", features);
+        info!(
+            Key(name, "_access_platform"),
+            "{}",
+            u8::from(features & F_ACCESS_PLATFORM != 0)
+        );
         Ok(Self { t, features })
     }
 
