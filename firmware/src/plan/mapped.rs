@@ -7,7 +7,8 @@
 //! a fault inside a registered mapping prints `veil: error: <file> shrank while it was being
 //! read ...` and ends the process with status 1 (recovering and returning an error is not
 //! possible from a signal handler without `longjmp`, which Rust does not support); a SIGBUS
-//! anywhere else goes to the disposition that was there before. A file rewritten in place (not
+//! anywhere else goes to the disposition that was there before. (A disk read error under a
+//! mapped page raises the same SIGBUS and gets the same message.) A file rewritten in place (not
 //! shrunk) while mapped is read as a mix of old and new bytes, as `read()` racing a writer
 //! would be.
 
@@ -174,8 +175,8 @@ impl Mapping {
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap succeeded, so it is not null");
         let msg = format!(
-            "{} shrank while it was being read (SIGBUS on its mapping): was it modified or \
-             truncated during the run?\n",
+            "{} shrank while it was being read, or a read error hit it (SIGBUS on its \
+             mapping): was it truncated during the run?\n",
             path.display()
         )
         .into_bytes()
