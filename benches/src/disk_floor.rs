@@ -53,18 +53,17 @@ impl Drop for Buffers {
     }
 }
 
-/// The probe's generator (resources/probe/src/virtio/blkbench.rs), so the floor reads the
-/// same blocks in the same order as the guests do.
+/// A 64-bit linear congruential generator (Knuth's MMIX constants): cheap random block
+/// numbers, from its high bits.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 16
     }
 }
 

@@ -13,7 +13,7 @@
 //! see the host TSC unscaled here). VMM CPU per request is the child's `utime + stime` (from
 //! `wait4`) over the requests: it includes the boot and the vCPU thread, which spins in the
 //! guest's polling loop, so it is an upper bound on the device-side cost, equal for both peers.
-//! Each round of a random-read case also measures the host's own limit for the same reads of
+//! Each round of a random-read case also measures the host's own limit for random reads of
 //! the same file (`veil_benches::disk_floor`: one io_uring at the same queue depth, no VM), so
 //! the report can say how close each VMM gets to what the host disk allows.
 //! The cases (virtio-blk-pci, one queue; QEMU `-M microvm,pcie=on`):
@@ -375,7 +375,7 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
             .is_none_or(|o| o.iter().any(|n| n == c.name))
     }) {
         let mut got: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
-        // The host's own limit for the same reads (no guest, no VMM): disk_floor.
+        // The host's own limit for such reads (no guest, no VMM): disk_floor.
         let mut host = Vec::new();
         for round in 0..=cfg.rounds {
             let order = if round % 2 == 0 {

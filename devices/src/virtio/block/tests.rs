@@ -80,29 +80,20 @@ macro_rules! both_engines {
 
 /// Like `both_engines!`, plus both engines served through the polling path.
 macro_rules! all_modes {
+    (@test $test:ident, $body:ident, $engine:ident, $polled:expr) => {
+        #[test]
+        fn $test() {
+            super::ENGINE.with(|e| e.set(super::Engine::$engine));
+            super::POLLED.with(|p| p.set($polled));
+            super::$body();
+        }
+    };
     ($name:ident, $body:ident) => {
         mod $name {
-            fn run(engine: super::Engine, polled: bool) {
-                super::ENGINE.with(|e| e.set(engine));
-                super::POLLED.with(|p| p.set(polled));
-                super::$body();
-            }
-            #[test]
-            fn sync() {
-                run(super::Engine::Sync, false);
-            }
-            #[test]
-            fn io_uring() {
-                run(super::Engine::IoUring, false);
-            }
-            #[test]
-            fn sync_polled() {
-                run(super::Engine::Sync, true);
-            }
-            #[test]
-            fn io_uring_polled() {
-                run(super::Engine::IoUring, true);
-            }
+            all_modes!(@test sync, $body, Sync, false);
+            all_modes!(@test io_uring, $body, IoUring, false);
+            all_modes!(@test sync_polled, $body, Sync, true);
+            all_modes!(@test io_uring_polled, $body, IoUring, true);
         }
     };
 }
