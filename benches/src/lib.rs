@@ -2,13 +2,15 @@
 //! peak RSS, and summarize runs by their median. Used by `boot_bench` (see benches/run-boot.sh).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub mod disk_floor;
 
 /// One finished child process.
 #[derive(Debug, Clone)]
@@ -25,6 +27,23 @@ pub struct Measured {
     pub stdout: String,
     /// What it wrote to stderr.
     pub stderr: String,
+}
+
+/// Writes a raw image of `mib` MiB filled with a non-zero pattern (written, so it is in the page
+/// cache).
+pub fn make_image(path: &Path, mib: u64) -> Result<()> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut chunk = vec![0u8; 1 << 20];
+    for m in 0..mib {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = (i as u64 ^ m) as u8 | 1;
+        }
+        f.write_all(&chunk)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
 /// The value `v` of a count flag such as `--runs`: a whole number, at least 1.

@@ -13,6 +13,9 @@
 //! see the host TSC unscaled here). VMM CPU per request is the child's `utime + stime` (from
 //! `wait4`) over the requests: it includes the boot and the vCPU thread, which spins in the
 //! guest's polling loop, so it is an upper bound on the device-side cost, equal for both peers.
+//! Each round of a random-read case also measures the host's own limit for random reads of
+//! the same file (`veil_benches::disk_floor`: one io_uring at the same queue depth, no VM), so
+//! the report can say how close each VMM gets to what the host disk allows.
 //! The cases (virtio-blk-pci, one queue; QEMU `-M microvm,pcie=on`):
 //! - `randread_4k_qd1` / `randread_4k_qd32`: page cache (Veil default, QEMU
 //!   `cache=writeback,aio=threads`);
@@ -25,13 +28,14 @@
 //!
 //! vsock is not compared: QEMU's virtio-vsock needs vhost-vsock, which this host lacks.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use veil_benches::{Measured, count_arg, in_scratch_dir, median, number_after, run_measured};
+use veil_benches::{
+    Measured, count_arg, disk_floor, in_scratch_dir, make_image, median, number_after, run_measured,
+};
 
 /// Guest RAM for both peers.
 const MEMORY: &str = "512M";
@@ -242,23 +246,6 @@ fn tsc_hz() -> f64 {
     c1.wrapping_sub(c0) as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// A raw image of `mib` MiB filled with a non-zero pattern (written, so it is in the page
-/// cache).
-fn make_image(path: &Path, mib: u64) -> Result<()> {
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut chunk = vec![0u8; 1 << 20];
-    for m in 0..mib {
-        for (i, b) in chunk.iter_mut().enumerate() {
-            *b = (i as u64 ^ m) as u8 | 1;
-        }
-        f.write_all(&chunk)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    f.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))
-}
-
 fn cmdline(case: &Case) -> String {
     if case.net {
         return format!(
@@ -388,6 +375,8 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
             .is_none_or(|o| o.iter().any(|n| n == c.name))
     }) {
         let mut got: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        // The host's own limit for such reads (no guest, no VMM): disk_floor.
+        let mut host = Vec::new();
         for round in 0..=cfg.rounds {
             let order = if round % 2 == 0 {
                 [Peer::Veil, Peer::Qemu]
@@ -398,7 +387,7 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
                 let run_dir = scratch.join(format!("{}-{}-{round}", case.name, peer.name()));
                 std::fs::create_dir_all(&run_dir)
                     .with_context(|| format!("creating {}", run_dir.display()))?;
-                let before = tap_rx_packets()?;
+                let before = if case.net { tap_rx_packets()? } else { 0 };
                 let m = run_measured(command(cfg, peer, case, &image, &elf), &run_dir)?;
                 let s = sample(peer, case, &m, hz)?;
                 if case.net {
@@ -415,6 +404,10 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
                 if round > 0 {
                     got[usize::from(peer == Peer::Qemu)].push(s);
                 }
+            }
+            if round > 0 && case.pattern == "randread" {
+                let f = disk_floor::measure(&image, case.direct, case.qd, case.bs, case.ops)?;
+                host.push(f.iops);
             }
         }
         let med = |i: usize, f: fn(&Sample) -> f64| {
@@ -454,6 +447,27 @@ fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
         println!(
             "{:<26} {:>12.0} {:>12.0} {:>6.2}x {:>8.2}us {:>8.2}us  {unit}, cpu per request; {goal}",
             case.name, veil, qemu, ratio, vcpu, qcpu
+        );
+        if let Some(h) = median(&host) {
+            println!(
+                "{:<26} {:>12.0} {:>12} {:>7}  host floor IOPS (io_uring, no VM): veil {:.0}%, qemu {:.0}% of it",
+                "",
+                h,
+                "",
+                "",
+                veil / h * 100.0,
+                qemu / h * 100.0
+            );
+        }
+        let spread = |i: usize| {
+            got[i].iter().fold((f64::MAX, 0f64), |(lo, hi), s| {
+                (lo.min(s.iops), hi.max(s.iops))
+            })
+        };
+        let ((vlo, vhi), (qlo, qhi)) = (spread(0), spread(1));
+        println!(
+            "{:<26} spread (requests or frames/s) veil {vlo:.0}-{vhi:.0}, qemu {qlo:.0}-{qhi:.0}",
+            ""
         );
         result.push(format!("{}={ratio:.2}", case.name));
     }

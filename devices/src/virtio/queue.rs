@@ -194,6 +194,17 @@ impl DeviceQueue {
         }
     }
 
+    /// Whether the driver has published chains not popped yet: one read of the avail index,
+    /// for a device that polls the ring instead of waiting for a notification.
+    pub fn has_available(&self, mem: &GuestMem) -> Result<bool, QueueError> {
+        self.check()?;
+        let idx = self
+            .queue
+            .avail_idx(&**mem, std::sync::atomic::Ordering::Acquire)
+            .map_err(|e| self.ring_err(e))?;
+        Ok(idx.0 != self.queue.next_avail())
+    }
+
     /// Gives back the chain popped last (a device that cannot use it yet, e.g. no input).
     pub fn unpop(&mut self) {
         self.queue.go_to_previous_position();
@@ -221,6 +232,26 @@ impl DeviceQueue {
         self.queue
             .disable_notification(&**mem)
             .map_err(|e| self.ring_err(e))
+    }
+
+    /// Tells the driver not to notify until [`Self::enable_notification`], for a device that
+    /// polls the ring meanwhile. Without EVENT_IDX that is NO_NOTIFY; with it, avail_event is
+    /// set just behind the chains taken so far, a point the driver has passed already, so it
+    /// does not notify for new chains (at worst once after 64Ki of them, when the index wraps).
+    pub fn suppress_notifications(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        self.check()?;
+        if !self.queue.event_idx_enabled() {
+            return self.disable_notification(mem);
+        }
+        let at = self
+            .queue
+            .used_ring()
+            .checked_add(4 + 8 * u64::from(self.queue.size()))
+            .map(GuestAddress)
+            .ok_or_else(|| self.ring_err(virtio_queue::Error::AddressOverflow))?;
+        let behind = self.queue.next_avail().wrapping_sub(1);
+        mem.write_obj(behind.to_le(), at)
+            .map_err(|e| self.ring_err(virtio_queue::Error::GuestMemory(e)))
     }
 
     /// Interrupts the guest if the batch just completed needs it (EVENT_IDX or the driver's

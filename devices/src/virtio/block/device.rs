@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 
 use super::disk::{Disk, DiskError};
 use super::request::Limits;
 use super::worker::{BlockWorker, NAME, WorkerContext};
-use super::{BlockMetrics, SEG_MAX, features as blk, uring};
+use super::{BlockMetrics, DEFAULT_POLL_MAX, SEG_MAX, features as blk, uring};
 use crate::virtio::device::{ActivateError, ActivateParams, VirtioDevice, read_config_bytes};
 use crate::virtio::device_type;
 use crate::virtio::features::{EVENT_IDX, INDIRECT_DESC, bit};
@@ -93,6 +94,7 @@ pub struct Block {
     workers: Vec<Worker<BlockWorker>>,
     metrics: Arc<BlockMetrics>,
     use_uring: bool,
+    poll_max: Duration,
 }
 
 impl Block {
@@ -168,12 +170,19 @@ impl Block {
             workers: Vec::new(),
             metrics: Arc::new(BlockMetrics::default()),
             use_uring,
+            poll_max: DEFAULT_POLL_MAX,
         })
     }
 
     /// The device's counters.
     pub fn metrics(&self) -> &Arc<BlockMetrics> {
         &self.metrics
+    }
+
+    /// Sets the longest window a queue worker polls its rings after a wake-up (default
+    /// [`DEFAULT_POLL_MAX`]; zero turns polling off). Applies to queues activated afterwards.
+    pub fn set_poll_max(&mut self, max: Duration) {
+        self.poll_max = max;
     }
 
     /// Whether queues are served through io_uring.
@@ -209,6 +218,7 @@ impl Block {
             metrics: self.metrics.clone(),
             features: params.features,
             use_uring: self.use_uring,
+            poll_max: self.poll_max,
         }
     }
 }

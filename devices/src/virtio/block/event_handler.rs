@@ -12,16 +12,23 @@ pub const COMPLETION_EVENT: u32 = 1;
 
 impl MutEventSubscriber for BlockWorker {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        match events.data() {
-            QUEUE_EVENT => {
-                let _ = self.queue().event().read();
-                self.process_queue();
-            }
-            COMPLETION_EVENT => {
-                self.process_completions();
-            }
-            _ => {}
+        self.poller.woke();
+        let data = events.data();
+        if data == QUEUE_EVENT {
+            let _ = self.queue().event().read();
         }
+        if !self.poll() {
+            match data {
+                QUEUE_EVENT => {
+                    self.process_queue();
+                }
+                COMPLETION_EVENT => {
+                    self.process_completions();
+                }
+                _ => {}
+            }
+        }
+        self.poller.sleeping();
     }
 
     fn init(&mut self, ops: &mut EventOps) {

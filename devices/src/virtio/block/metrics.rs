@@ -21,6 +21,10 @@ pub struct BlockMetrics {
     pub errors: AtomicU64,
     /// Batches completed (one interrupt decision each).
     pub batches: AtomicU64,
+    /// Polling episodes (a worker watching its rings after a wake-up).
+    pub polls: AtomicU64,
+    /// Chains the worker found while polling, with no notification from the driver.
+    pub polled: AtomicU64,
 }
 
 impl BlockMetrics {

@@ -5,6 +5,7 @@ mod device;
 mod disk;
 mod event_handler;
 mod metrics;
+mod poll;
 pub mod request;
 mod uring;
 mod worker;
@@ -13,6 +14,7 @@ pub use device::{Block, BlockConfig, BlockError, Engine};
 pub use disk::{Disk, DiskError};
 pub use event_handler::QUEUE_EVENT;
 pub use metrics::BlockMetrics;
+pub use poll::DEFAULT_POLL_MAX;
 pub use worker::{BlockWorker, MAX_SEGMENTS, WorkerContext};
 
 /// Data segments per request the device accepts (advertised as seg_max).

@@ -1,6 +1,7 @@
 //! The io_uring backend: requests of a batch are submitted with one system call, complete
-//! asynchronously into a completion eventfd the worker polls, and are answered (status byte,
-//! used ring, one interrupt) as their completions arrive. Data still moves straight between the
+//! asynchronously into the completion ring (which the worker reads right after submitting, when
+//! it polls, and when the completion eventfd wakes it), and are answered (status byte, used
+//! ring, one interrupt per batch) as their completions arrive. Data still moves straight between the
 //! image and guest memory: each in-flight request keeps its iovecs in a slot until it completes.
 
 use std::io;
@@ -107,6 +108,17 @@ impl UringEngine {
         &self.completion
     }
 
+    /// Resets the completion eventfd (before reaping, so a completion after the reap wakes
+    /// the worker again).
+    pub fn clear_event(&self) {
+        let _ = self.completion.read();
+    }
+
+    /// Whether finished requests wait to be reaped (a read of the shared ring, no system call).
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
     /// Whether another request can be started.
     pub fn has_room(&self) -> bool {
         !self.free.is_empty()
@@ -203,7 +215,6 @@ impl UringEngine {
         metrics: &BlockMetrics,
         mut done: impl FnMut(Completed),
     ) {
-        let _ = self.completion.read();
         let cq = self.ring.completion();
         for cqe in cq {
             let idx = cqe.user_data() as usize;

@@ -7,6 +7,7 @@ use log::{error, warn};
 
 use super::BlockMetrics;
 use super::disk::Disk;
+use super::poll::Poller;
 use super::request::{HEADER_LEN, ID_LEN, Limits, Request, RequestError, status, write_status};
 use super::uring::UringEngine;
 use crate::virtio::chain::Chain;
@@ -23,17 +24,18 @@ pub const MAX_SEGMENTS: usize = super::SEG_MAX as usize + 2;
 /// Everything one queue's worker owns.
 #[derive(Debug)]
 pub struct BlockWorker {
-    mem: GuestMem,
-    queue: DeviceQueue,
+    pub(super) mem: GuestMem,
+    pub(super) queue: DeviceQueue,
     chain: Chain,
     iov: IoVecs,
     disk: Arc<Disk>,
     limits: Limits,
     interrupt: Arc<dyn VirtioInterrupt>,
     health: Arc<DeviceHealth>,
-    metrics: Arc<BlockMetrics>,
+    pub(super) metrics: Arc<BlockMetrics>,
     bad_requests: LogLimiter,
-    uring: Option<UringEngine>,
+    pub(super) uring: Option<UringEngine>,
+    pub(super) poller: Poller,
 }
 
 /// The shared state a queue worker needs besides its queue.
@@ -55,6 +57,8 @@ pub struct WorkerContext {
     pub features: u64,
     /// Serve requests through io_uring (else synchronous system calls).
     pub use_uring: bool,
+    /// The longest polling window after a wake-up (zero: never poll).
+    pub poll_max: std::time::Duration,
 }
 
 impl BlockWorker {
@@ -85,6 +89,7 @@ impl BlockWorker {
             health: ctx.health,
             metrics: ctx.metrics,
             bad_requests: LogLimiter::default(),
+            poller: Poller::new(ctx.poll_max),
         }
     }
 
@@ -103,38 +108,73 @@ impl BlockWorker {
         self.uring.is_some()
     }
 
-    /// Serves every available request; returns how many were completed (or, with io_uring,
-    /// completed or started).
+    /// Serves every available request, then re-enables the driver's notifications (checking
+    /// for requests that raced with that). With io_uring, requests that finished while being
+    /// submitted (page-cache hits) are answered in the same batch. Signals the guest once.
+    /// Returns how many chains it took from the avail ring.
     pub fn process_queue(&mut self) -> usize {
-        if self.uring.is_some() {
-            return self.process_queue_uring();
-        }
-        let Self {
-            mem,
-            queue,
-            chain,
-            iov,
-            disk,
-            limits,
-            interrupt,
-            health,
-            metrics,
-            bad_requests,
-            ..
-        } = self;
-        let index = queue.index();
-        let n = queue.drain(mem, chain, interrupt, health, |chain| {
-            execute(mem, disk, limits, iov, metrics, bad_requests, index, chain)
-        });
-        if n > 0 {
-            BlockMetrics::add(&metrics.batches, 1);
-        }
-        n
+        self.serve().0
     }
-}
 
-impl BlockWorker {
-    fn process_queue_uring(&mut self) -> usize {
+    /// Answers the requests io_uring finished and serves requests that arrived or were waiting
+    /// for a free slot, signalling the guest once. Returns how many requests completed.
+    pub fn process_completions(&mut self) -> usize {
+        match self.uring.as_ref() {
+            Some(engine) => engine.clear_event(),
+            None => return 0,
+        }
+        self.serve().1
+    }
+
+    /// One batch: passes over the avail ring until it stays empty with notifications on (or
+    /// every io_uring slot is busy), then one interrupt decision. Returns (chains taken,
+    /// chains completed).
+    fn serve(&mut self) -> (usize, usize) {
+        if self.queue.is_broken() {
+            return (0, 0);
+        }
+        let mut taken = 0;
+        let mut completed = 0;
+        let result = (|| -> Result<(), QueueError> {
+            loop {
+                self.queue.disable_notification(&self.mem)?;
+                let pass = self.pass(&mut taken, &mut completed)?;
+                if pass == Pass::Full || !self.queue.enable_notification(&self.mem)? {
+                    return Ok(());
+                }
+            }
+        })();
+        self.end_batch(completed, result);
+        (taken, completed)
+    }
+
+    /// Signals the guest for a batch of `completed` chains, or breaks the queue on `result`'s
+    /// ring error (after getting the completed chains to the guest).
+    pub(super) fn end_batch(&mut self, completed: usize, result: Result<(), QueueError>) {
+        let result = result.and_then(|()| {
+            if completed > 0 {
+                self.queue.signal_used(&self.mem, self.interrupt.as_ref())?;
+            }
+            Ok(())
+        });
+        if completed > 0 {
+            BlockMetrics::add(&self.metrics.batches, 1);
+        }
+        if let Err(e) = result {
+            // Chains completed before the failure must still reach the guest.
+            let _ = self.interrupt.signal_queue(self.queue.index());
+            self.queue.fail(&e, &self.health, self.interrupt.as_ref());
+        }
+    }
+
+    /// Takes every available chain (answering it, or starting it on io_uring while slots are
+    /// free), submits the started ones with one system call and answers those already
+    /// finished. Does not touch the notification state or signal.
+    pub(super) fn pass(
+        &mut self,
+        taken: &mut usize,
+        completed: &mut usize,
+    ) -> Result<Pass, QueueError> {
         let Self {
             mem,
             queue,
@@ -142,36 +182,42 @@ impl BlockWorker {
             iov,
             disk,
             limits,
-            interrupt,
-            health,
             metrics,
             bad_requests,
             uring,
+            ..
         } = self;
-        let Some(engine) = uring.as_mut() else {
-            return 0;
-        };
         let index = queue.index();
-        let mut answered = 0usize;
-        let mut started = 0usize;
-        let result = (|| -> Result<(), QueueError> {
+        let Some(engine) = uring.as_mut() else {
             loop {
-                queue.disable_notification(mem)?;
-                let mut full = false;
+                let (head, len) = match queue.pop(mem, chain)? {
+                    Popped::Empty => return Ok(Pass::Empty),
+                    Popped::Bad(head, _) => (head, 0),
+                    Popped::Chain => (
+                        chain.head(),
+                        execute(mem, disk, limits, iov, metrics, bad_requests, index, chain),
+                    ),
+                };
+                queue.complete(mem, head, len)?;
+                *taken += 1;
+                *completed += 1;
+            }
+        };
+        loop {
+            let popped = (|| -> Result<Pass, QueueError> {
                 loop {
                     if !engine.has_room() {
-                        full = true;
-                        break;
+                        return Ok(Pass::Full);
                     }
                     let (head, len) = match queue.pop(mem, chain)? {
-                        Popped::Empty => break,
+                        Popped::Empty => return Ok(Pass::Empty),
                         Popped::Bad(head, _) => (head, 0),
                         Popped::Chain => {
                             match prepare(mem, limits, metrics, bad_requests, index, chain) {
                                 Next::Answered(n) => (chain.head(), n),
                                 Next::Run(req) => match engine.start(mem, disk, chain, req) {
                                     Ok(true) => {
-                                        started += 1;
+                                        *taken += 1;
                                         continue;
                                     }
                                     Ok(false) => (
@@ -189,66 +235,53 @@ impl BlockWorker {
                         }
                     };
                     queue.complete(mem, head, len)?;
-                    answered += 1;
+                    *taken += 1;
+                    *completed += 1;
                 }
-                // One system call for the whole batch.
-                engine.submit();
-                if full || !queue.enable_notification(mem)? {
-                    break;
-                }
-            }
-            if answered > 0 {
-                queue.signal_used(mem, interrupt.as_ref())?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
+            })();
+            // One system call for the whole batch, also when the ring failed midway.
             engine.submit();
-            queue.fail(&e, health, interrupt.as_ref());
-        }
-        answered + started
-    }
-
-    /// Answers the requests io_uring finished, signals once, and starts requests that were
-    /// waiting for a free slot. Returns how many completed.
-    pub fn process_completions(&mut self) -> usize {
-        let Self {
-            mem,
-            queue,
-            disk,
-            interrupt,
-            health,
-            metrics,
-            uring,
-            ..
-        } = self;
-        let Some(engine) = uring.as_mut() else {
-            return 0;
-        };
-        let mut n = 0usize;
-        let mut err = None;
-        engine.reap(mem, disk, metrics, |c| {
-            if err.is_none() {
-                match queue.complete(mem, c.head, c.used_len) {
-                    Ok(()) => n += 1,
-                    Err(e) => err = Some(e),
-                }
+            let pass = popped?;
+            let reaped = reap(engine, mem, queue, disk, metrics)?;
+            *completed += reaped;
+            // Reaping freed slots: keep taking requests that were waiting for one.
+            if pass == Pass::Empty || reaped == 0 {
+                return Ok(pass);
             }
-        });
-        let signalled = if n > 0 {
-            queue.signal_used(mem, interrupt.as_ref())
-        } else {
-            Ok(false)
-        };
-        if let Some(e) = err.or(signalled.err()) {
-            queue.fail(&e, health, interrupt.as_ref());
-            return n;
         }
-        if n > 0 {
-            BlockMetrics::add(&metrics.batches, 1);
+    }
+}
+
+/// How a pass over the avail ring ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// The ring had no more chains.
+    Empty,
+    /// Every io_uring slot is busy; the rest waits for completions.
+    Full,
+}
+
+/// Puts the requests io_uring finished into the used ring; returns how many.
+fn reap(
+    engine: &mut UringEngine,
+    mem: &GuestMem,
+    queue: &mut DeviceQueue,
+    disk: &Disk,
+    metrics: &BlockMetrics,
+) -> Result<usize, QueueError> {
+    let mut n = 0usize;
+    let mut err = None;
+    engine.reap(mem, disk, metrics, |c| {
+        if err.is_none() {
+            match queue.complete(mem, c.head, c.used_len) {
+                Ok(()) => n += 1,
+                Err(e) => err = Some(e),
+            }
         }
-        self.process_queue();
-        n
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(n),
     }
 }
 
