@@ -16,7 +16,7 @@ use veil_launch::backend::{self, BackendError, ConfidentialBackend};
 use veil_launch::kvm_vm::KvmConfidentialVm;
 use veil_launch::platform::{CommandError, SlotSpec};
 use veil_launch::runtime::{self, ExitAction};
-use veil_launch::tdx::quote::QuoteService;
+use veil_launch::tdx::quote::{QuoteService, SharedMemory};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
@@ -116,8 +116,22 @@ impl PlatformExits for GuestMemfdVm {
     }
 
     fn handle_tdx_exit(&self, run: &mut kvm_run) -> ExitAction {
-        let mut core = self.core();
-        runtime::handle_tdx_exit(run, core.vm(), self.quote.as_ref())
+        // The lock is taken per shared-memory access, not for the whole call: a GetQuote waits
+        // on the quote service, and other vCPUs' conversions must not wait with it.
+        runtime::handle_tdx_exit(run, &LockedShared(self), self.quote.as_ref())
+    }
+}
+
+/// The shared views of a [`GuestMemfdVm`], locked for each copy only.
+struct LockedShared<'a>(&'a GuestMemfdVm);
+
+impl SharedMemory for LockedShared<'_> {
+    fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        self.0.core().vm().read_shared(gpa, buf)
+    }
+
+    fn write_shared(&self, gpa: u64, data: &[u8]) -> Option<()> {
+        self.0.core().vm().write_shared(gpa, data)
     }
 }
 
@@ -257,5 +271,93 @@ mod tests {
         vm.read_shared(0x20_0000, &mut back).unwrap();
         assert_eq!(&back, b"through vm-memory");
         assert_eq!(high_ram(vm), 0);
+    }
+
+    /// Answers one QGS request with the report's bytes inverted as the "quote", after checking
+    /// from another thread that `vm`'s conversion lock can be taken while the request waits.
+    fn qgs_checking_the_lock(
+        listener: std::os::unix::net::UnixListener,
+        vm: Arc<GuestMemfdVm>,
+    ) -> bool {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut req).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            vm.with_vm(|_| ());
+            let _ = tx.send(());
+        });
+        let lock_free = rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok();
+        s.write_all(&crate::seccomp::vcpu_tests::fake_qgs_reply(&req))
+            .unwrap();
+        lock_free
+    }
+
+    /// A TD's GetQuote through the exit hook: the request is read from and the quote written
+    /// to the guest's shared page, and other vCPUs' conversions are not held up while the quote
+    /// service works (the lock is taken per copy, not across the wait).
+    #[test]
+    fn get_quote_answers_in_shared_memory_without_holding_the_lock() {
+        use veil_launch::sys::tdx::{KvmRunTdx, tdvmcall};
+        let p = match plain(&MemoryLayout::new(8 << 20)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("skipped: this host has no guest_memfd slots on plain VMs: {e}");
+                return;
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("veil-qgs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("qgs.socket");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let core = Arc::try_unwrap(p.platform)
+            .expect("only the test holds the platform")
+            .core
+            .into_inner()
+            .unwrap();
+        let vm = Arc::new(GuestMemfdVm {
+            core: Mutex::new(core),
+            quote: Some(QuoteService::unix(&socket)),
+        });
+        let qgs = {
+            let vm = vm.clone();
+            std::thread::spawn(move || qgs_checking_the_lock(listener, vm))
+        };
+        // The guest's buffer: version 1, in_len 1024, then the TDREPORT.
+        let gpa = 0x10_0000u64;
+        let mut page = vec![0u8; 24 + 1024];
+        page[0..8].copy_from_slice(&1u64.to_le_bytes());
+        page[16..20].copy_from_slice(&1024u32.to_le_bytes());
+        page[24..].fill(0x5a);
+        p.memory.write_slice(&page, GuestAddress(gpa)).unwrap();
+        let mut run = kvm_run::default();
+        let call = KvmRunTdx {
+            nr: tdvmcall::GET_QUOTE,
+            args: [gpa, 0x1000, 0, 0, 0],
+            ..Default::default()
+        };
+        // SAFETY: the exit union is 256 bytes; KvmRunTdx is 64 bytes of u64s written at its
+        // start, as the kernel does for KVM_EXIT_TDX.
+        unsafe { std::ptr::write(run.__bindgen_anon_1.padding.as_mut_ptr().cast(), call) };
+        assert_eq!(vm.handle_tdx_exit(&mut run), ExitAction::Resume);
+        // SAFETY: as above, reading back what the handler wrote.
+        let back: KvmRunTdx =
+            unsafe { std::ptr::read(run.__bindgen_anon_1.padding.as_ptr().cast()) };
+        assert_eq!(back.ret, tdvmcall::SUCCESS);
+        assert!(
+            qgs.join().unwrap(),
+            "the conversion lock stayed taken while the quote service worked"
+        );
+        let mut answer = vec![0u8; 24 + 1024];
+        p.memory.read_slice(&mut answer, GuestAddress(gpa)).unwrap();
+        let status = u64::from_le_bytes(answer[8..16].try_into().unwrap());
+        let out_len = u32::from_le_bytes(answer[20..24].try_into().unwrap());
+        assert_eq!((status, out_len), (0, 1024), "status and out_len");
+        assert!(answer[24..].iter().all(|b| *b == 0xa5), "the quote");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,7 +12,7 @@
 mod rules;
 mod start;
 #[cfg(test)]
-mod vcpu_tests;
+pub(crate) mod vcpu_tests;
 
 pub(crate) use start::ThreadStart;
 

@@ -122,6 +122,12 @@ fn fake_qgs(listener: std::os::unix::net::UnixListener) {
     s.read_exact(&mut len).unwrap();
     let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut req).unwrap();
+    s.write_all(&fake_qgs_reply(&req)).unwrap();
+}
+
+/// A QGS GetQuote reply (length-prefixed message) to `req` whose "quote" is the request's
+/// report bytes inverted.
+pub(crate) fn fake_qgs_reply(req: &[u8]) -> Vec<u8> {
     let quote: Vec<u8> = req[24..].iter().map(|b| b ^ 0xff).collect();
     let size = (16 + 8 + quote.len()) as u32;
     let mut resp = size.to_be_bytes().to_vec();
@@ -131,7 +137,7 @@ fn fake_qgs(listener: std::os::unix::net::UnixListener) {
         resp.extend_from_slice(&v.to_le_bytes());
     }
     resp.extend_from_slice(&quote);
-    s.write_all(&resp).unwrap();
+    resp
 }
 
 fn passes_only_with_the_rules(name: &str, what: &str) -> Option<String> {
