@@ -192,3 +192,29 @@ fn o_direct_images_take_guest_writes_with_either_engine() {
         fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     }
 }
+
+/// `poll_us=0` (no polling: every request comes by notification) and the longest window both
+/// serve the guest's writes through the real device.
+#[test]
+fn writes_reach_the_image_with_polling_off_and_at_its_longest() {
+    let dir = temp_dir("blk-poll");
+    let img = image(&dir, b"polling-setting!", 0);
+    for (poll, transport) in [("0", "pci"), ("1000", "mmio")] {
+        run_blk(
+            transport,
+            &format!("path={},poll_us={poll}", img.display()),
+            &format!("probe.run=blk probe.blk_write={PATTERN}"),
+        );
+        assert_eq!(
+            sector1(&img),
+            pattern_bytes(PATTERN).repeat(32),
+            "poll_us={poll}"
+        );
+        fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    }
+    veil_fails(
+        &["run", "--disk", "path=a,poll_us=5000"],
+        2,
+        &["poll_us", "1000"],
+    );
+}

@@ -10,6 +10,8 @@ pub const MAX_DISK_QUEUES: u16 = 16;
 pub const MAX_PCI_DEVICES: usize = 31;
 /// Most virtio-mmio devices: IOAPIC pins 5..=23.
 pub const MAX_MMIO_DEVICES: usize = 19;
+/// Longest block polling window `poll_us=` accepts (a polling session ends after 1 ms anyway).
+pub const MAX_DISK_POLL_US: u32 = 1000;
 /// Longest virtio-blk id (the GET_ID answer is 20 bytes).
 pub const MAX_DISK_ID: usize = 20;
 /// Longest Linux interface name (IFNAMSIZ - 1).
@@ -127,7 +129,8 @@ pub enum DiskEngine {
     IoUring,
 }
 
-/// `--disk path=F[,readonly=on][,direct=on][,num_queues=N][,engine=...][,id=S][,transport=...]`.
+/// `--disk path=F[,readonly=on][,direct=on][,num_queues=N][,engine=...][,id=S][,poll_us=N]
+/// [,transport=...]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
     /// The raw image.
@@ -142,6 +145,9 @@ pub struct DiskConfig {
     pub engine: DiskEngine,
     /// The GET_ID string (at most 20 bytes).
     pub id: Option<String>,
+    /// Longest adaptive polling window of the queue workers in microseconds (0 turns polling
+    /// off; None: the device's default, 32 us). docs/virtio.md, "Block polling".
+    pub poll_us: Option<u32>,
     /// Transport override (None: the VM's `--transport`).
     pub transport: Option<Transport>,
 }
@@ -156,6 +162,7 @@ impl DiskConfig {
             num_queues: 1,
             engine: DiskEngine::Auto,
             id: None,
+            poll_us: None,
             transport: None,
         }
     }
@@ -308,7 +315,7 @@ impl FromStr for DiskConfig {
         for (k, v) in items(
             F,
             s,
-            "path, readonly, direct, num_queues, engine, id, transport",
+            "path, readonly, direct, num_queues, engine, id, poll_us, transport",
         )? {
             match k {
                 "path" => {
@@ -346,6 +353,14 @@ impl FromStr for DiskConfig {
                     }
                 }
                 "id" => d.id = Some(v.into()),
+                "poll_us" => {
+                    d.poll_us = Some(v.parse().map_err(|_| VirtioConfigError::BadValue {
+                        flag: F,
+                        key: "poll_us",
+                        value: v.into(),
+                        why: "a number of microseconds from 0 (no polling) to 1000",
+                    })?)
+                }
                 _ => d.transport = Some(parse_transport(F, v)?),
             }
         }
@@ -365,6 +380,14 @@ impl DiskConfig {
     pub fn validate(&self) -> Result<(), VirtioConfigError> {
         const F: &str = "disk";
         non_empty(F, "path", &self.path.to_string_lossy())?;
+        if let Some(us) = self.poll_us.filter(|us| *us > MAX_DISK_POLL_US) {
+            return Err(VirtioConfigError::BadValue {
+                flag: F,
+                key: "poll_us",
+                value: us.to_string(),
+                why: "a number of microseconds from 0 (no polling) to 1000",
+            });
+        }
         if !(1..=MAX_DISK_QUEUES).contains(&self.num_queues) {
             return Err(VirtioConfigError::BadValue {
                 flag: F,
@@ -620,6 +643,13 @@ mod tests {
         let e = |s: &str| s.parse::<DiskConfig>().unwrap_err().to_string();
         assert!(e("readonly=on").contains("path= is required"));
         assert!(e("path=a,num_queues=0").contains("num_queues"));
+        assert!(e("path=a,poll_us=1001").contains("0 (no polling) to 1000"));
+        assert!(e("path=a,poll_us=-1").contains("poll_us"));
+        assert_eq!(
+            "path=a,poll_us=0".parse::<DiskConfig>().unwrap().poll_us,
+            Some(0)
+        );
+        assert_eq!("path=a".parse::<DiskConfig>().unwrap().poll_us, None);
         assert!(e("path=a,num_queues=17").contains("1 to 16"));
         assert!(e("path=a,engine=aio").contains("engine"));
         assert!(e("path=a,readonly=maybe").contains("on or off"));

@@ -46,7 +46,8 @@ pub struct RunArgs {
     pub serial: SerialOutput,
     /// A virtio-blk disk (repeatable): path=FILE, then comma-separated any of readonly=on,
     /// direct=on (O_DIRECT), num_queues=N (1-16), engine=auto|sync|io_uring, id=STRING (GET_ID,
-    /// up to 20 bytes), transport=pci|mmio.
+    /// up to 20 bytes), poll_us=N (longest adaptive polling window of the queue workers, 0-1000
+    /// microseconds, 0 = no polling; default 32), transport=pci|mmio.
     #[arg(long, value_name = "path=FILE,...", value_parser = ordered::<DiskConfig>)]
     pub disk: Vec<Ordered<DiskConfig>>,
     /// A virtio-net card on a tap (repeatable): tap=NAME[,mac=MAC][,transport=pci|mmio].

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::LineWriter;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use veil_devices::virtio::VirtioDevice;
 use veil_devices::virtio::block::{Block, BlockConfig, Engine};
@@ -67,6 +68,10 @@ pub(super) fn device(
                 path: d.path.clone(),
                 source,
             })?;
+            let mut block = block;
+            if let Some(us) = d.poll_us {
+                block.set_poll_max(Duration::from_micros(u64::from(us)));
+            }
             Box::new(block)
         }
         VirtioDeviceConfig::Net(n) => {
