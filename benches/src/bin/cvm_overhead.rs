@@ -5,12 +5,14 @@
 //! cvm_overhead [--runs N] [--veil PATH] [--cvm-arg ARG]...
 //! ```
 //!
-//! `none` (plain KVM) always runs. For `sev-snp` and `tdx` the harness first asks
-//! `veil_launch::host::HostCapabilities::probe().check(platform)`; on a host that lacks the
-//! platform it prints every missing piece instead of the column. On a capable host it runs
-//! `veil run --platform <p>` with the same memory workloads (`--cvm-arg` passes extra arguments
-//! such as `--firmware OVMF.fd` or `--igvm FILE` to those runs) and prints the ratios to `none`.
-//! `blkbench` runs under `none` only: Veil refuses virtio devices for confidential guests.
+//! `none` (plain KVM) always runs, and so does `gmem`: a plain guest on the confidential memory
+//! layout (`--guest-memfd`: guest_memfd slots, devices on the shared view with ACCESS_PLATFORM),
+//! which separates what the layout costs from what encryption costs. For `sev-snp` and `tdx`
+//! the harness first asks `veil_launch::host::HostCapabilities::probe().check(platform)`; on a
+//! host that lacks the platform it prints every missing piece instead of the column. On a
+//! capable host it runs `veil run --platform <p>` with the same workloads (`--cvm-arg` passes
+//! extra arguments such as `--igvm FILE` to those runs). Every column prints its ratio to
+//! `none`. (The net workload needs a tap and a peer: see `dev_bench`.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,28 +77,33 @@ fn summary(values: &[f64]) -> (f64, f64) {
     (med, (max - min) / med)
 }
 
-/// Runs `veil run` with `cmdline` under `platform` `runs` times; returns, per key, the values.
+/// One column of the table: a name, the platform and the extra `veil run` arguments.
+struct Column {
+    name: &'static str,
+    platform: Platform,
+    args: Vec<String>,
+}
+
+/// Runs `veil run` with `cmdline` for `col` `runs` times; returns, per key, the values.
 fn runs(
     cfg: &Config,
-    platform: Platform,
+    col: &Column,
     cmdline: &str,
     keys: &[&str],
     scratch: &Path,
 ) -> Result<Vec<Vec<f64>>> {
+    let platform = col.name;
     let mut out = vec![Vec::new(); keys.len()];
     for i in 0..cfg.runs {
         let mut cmd = Command::new(&cfg.veil);
         cmd.args(["run", "--memory", MEMORY, "--platform"])
-            .arg(platform.to_string())
+            .arg(col.platform.to_string())
             .arg("--cmdline")
-            .arg(cmdline);
-        if platform == Platform::None {
-            if cmdline.contains("blkbench") {
-                cmd.arg("--disk")
-                    .arg(format!("path={}", scratch.join("disk.img").display()));
-            }
-        } else {
-            cmd.args(&cfg.cvm_args);
+            .arg(cmdline)
+            .args(&col.args);
+        if cmdline.contains("blkbench") {
+            cmd.arg("--disk")
+                .arg(format!("path={}", scratch.join("disk.img").display()));
         }
         let dir = scratch.join(format!("{platform}-{i}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -122,58 +129,69 @@ fn run() -> Result<()> {
     in_scratch_dir("cvm-overhead", |scratch| bench(&cfg, scratch))
 }
 
-fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
-    let image = scratch.join("disk.img");
-    std::fs::write(&image, vec![0x5au8; 64 << 20])
-        .with_context(|| format!("writing {}", image.display()))?;
+/// Runs the memory and block workloads for `col`: per figure, (median, spread).
+fn column(cfg: &Config, col: &Column, scratch: &Path) -> Result<Vec<(f64, f64)>> {
     let keys: Vec<&str> = MEM_FIGURES.iter().map(|(_, k)| *k).collect();
-    println!(
-        "cvm_overhead: {} runs per platform, median (spread = (max-min)/median)",
-        cfg.runs
-    );
-    let base = runs(cfg, Platform::None, MEM_CMDLINE, &keys, scratch)?;
-    let mut base_medians = Vec::new();
-    for ((label, _), values) in MEM_FIGURES.iter().zip(&base) {
-        let (med, spread) = summary(values);
-        base_medians.push(med);
-        println!(
-            "none     {label:<22} {med:>12.3}  spread {:>5.1}%",
-            spread * 100.0
-        );
-    }
+    let mem = runs(cfg, col, MEM_CMDLINE, &keys, scratch)?;
+    let mut out: Vec<(f64, f64)> = mem.iter().map(|v| summary(v)).collect();
     let blk = runs(
         cfg,
-        Platform::None,
+        col,
         BLK_CMDLINE,
         &["blkbench_ops=", "blkbench_cycles="],
         scratch,
     )?;
     let per_op: Vec<f64> = blk[1].iter().zip(&blk[0]).map(|(c, o)| c / o).collect();
-    let (med, spread) = summary(&per_op);
+    out.push(summary(&per_op));
+    Ok(out)
+}
+
+fn bench(cfg: &Config, scratch: &Path) -> Result<()> {
+    let image = scratch.join("disk.img");
+    std::fs::write(&image, vec![0x5au8; 64 << 20])
+        .with_context(|| format!("writing {}", image.display()))?;
+    let labels = [MEM_FIGURES[0].0, MEM_FIGURES[1].0, "blkbench qd32 cyc/op"];
     println!(
-        "none     {:<22} {med:>12.0}  spread {:>5.1}%",
-        "blkbench qd32 cyc/op",
-        spread * 100.0
+        "cvm_overhead: {} runs per column, median (spread = (max-min)/median), ratio to none",
+        cfg.runs
     );
+    let mut columns = vec![
+        Column {
+            name: "none",
+            platform: Platform::None,
+            args: Vec::new(),
+        },
+        Column {
+            name: "gmem",
+            platform: Platform::None,
+            args: vec!["--guest-memfd".into()],
+        },
+    ];
     let host = HostCapabilities::probe();
-    for platform in [Platform::SevSnp, Platform::Tdx] {
-        let name = platform.to_string();
-        if let Err(missing) = host.check(platform) {
-            println!("{name:<8} column absent: {missing}");
-            continue;
+    for (name, platform) in [("sev-snp", Platform::SevSnp), ("tdx", Platform::Tdx)] {
+        match host.check(platform) {
+            Ok(()) => columns.push(Column {
+                name,
+                platform,
+                args: cfg.cvm_args.clone(),
+            }),
+            Err(missing) => println!("{name:<8} column absent: {missing}"),
         }
-        let got = runs(cfg, platform, MEM_CMDLINE, &keys, scratch)?;
-        for (((label, _), values), base) in MEM_FIGURES.iter().zip(&got).zip(&base_medians) {
-            let (med, spread) = summary(values);
+    }
+    let mut base = Vec::new();
+    for col in &columns {
+        let figures = column(cfg, col, scratch)?;
+        if col.platform == Platform::None && col.args.is_empty() {
+            base = figures.iter().map(|(med, _)| *med).collect();
+        }
+        for ((label, (med, spread)), b) in labels.iter().zip(&figures).zip(&base) {
             println!(
-                "{name:<8} {label:<22} {med:>12.3}  spread {:>5.1}%  {:.3}x none",
+                "{:<8} {label:<22} {med:>12.3}  spread {:>5.1}%  {:.3}x none",
+                col.name,
                 spread * 100.0,
-                med / base
+                med / b
             );
         }
-        println!(
-            "{platform:<8} blkbench: not run (Veil refuses virtio devices for confidential guests)"
-        );
     }
     Ok(())
 }
