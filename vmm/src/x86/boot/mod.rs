@@ -227,9 +227,11 @@ pub fn load_kernel(
             header: None,
         }),
         Format::BzImage => {
-            let header = result
-                .setup_header
-                .expect("linux-loader returns the setup header of a bzImage");
+            // linux-loader returns the header of every bzImage it loads; without one there is
+            // no way to find the 64-bit entry point.
+            let Some(header) = result.setup_header else {
+                return Err(BootError::No64BitEntry(name));
+            };
             let xloadflags = header.xloadflags;
             let version = header.version;
             if version < 0x20c || xloadflags & 1 == 0 {
