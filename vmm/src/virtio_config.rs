@@ -117,17 +117,8 @@ fn parse_transport(flag: &'static str, s: &str) -> Result<Transport, VirtioConfi
     }
 }
 
-/// Which block backend serves a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DiskEngine {
-    /// io_uring where the kernel allows it, else synchronous calls.
-    #[default]
-    Auto,
-    /// Synchronous preadv/pwritev.
-    Sync,
-    /// io_uring or fail.
-    IoUring,
-}
+/// Which block backend serves a disk: the device's own choice, under the configuration's name.
+pub use veil_devices::virtio::block::Engine as DiskEngine;
 
 /// `--disk path=F[,readonly=on][,direct=on][,num_queues=N][,engine=...][,id=S][,poll_us=N]
 /// [,transport=...]`.

@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use veil_devices::virtio::VirtioDevice;
-use veil_devices::virtio::block::{Block, BlockConfig, Engine};
+use veil_devices::virtio::block::{Block, BlockConfig};
 use veil_devices::virtio::console::{Console, ConsoleSink};
 use veil_devices::virtio::net::{Net, NetConfig as DevNetConfig};
 use veil_devices::virtio::rng::Rng;
 use veil_devices::virtio::vsock::Vsock;
 
 use super::DeviceManagerError;
-use crate::virtio_config::{ConsoleOutput, DiskEngine, VirtioDeviceConfig};
+use crate::virtio_config::{ConsoleOutput, VirtioDeviceConfig};
 
 /// Queue size of every block queue.
 const BLOCK_QUEUE_SIZE: u16 = 256;
@@ -58,11 +58,7 @@ pub(super) fn device(
                 num_queues: d.num_queues,
                 queue_size: BLOCK_QUEUE_SIZE,
                 id: d.id.clone(),
-                engine: match d.engine {
-                    DiskEngine::Auto => Engine::Auto,
-                    DiskEngine::Sync => Engine::Sync,
-                    DiskEngine::IoUring => Engine::IoUring,
-                },
+                engine: d.engine,
             })
             .map_err(|source| DeviceManagerError::Disk {
                 path: d.path.clone(),
